@@ -1,0 +1,377 @@
+"""The command line: options -> settings -> pipeline; errors -> one line and an exit code.
+
+Exit codes: 0 done; 1 a runtime failure (a model or server failed); 2 bad usage or bad
+input (nothing is sampled or judged for a file with a bad line). `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from bon import __version__
+from bon import config as defaults
+from bon.config import EngineConfig, SamplingConfig, TournamentConfig
+
+app = typer.Typer(
+    help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
+    "pick the best in a knockout tournament judged by majority vote.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Backend(str, Enum):
+    vllm = "vllm"
+    openai = "openai"
+    hf = "hf"
+
+
+class UsageError(Exception):
+    """Bad usage or input: one line, exit 2."""
+
+
+# ---- options shared by the commands (names are a contract: users script them) ----
+Input = Annotated[str, typer.Argument(help="JSONL input file, or - for stdin.", show_default=False)]
+Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Write records here instead of stdout.")]
+QueryField = Annotated[str, typer.Option(help="Input field holding the query (e.g. prompt, problem).")]
+CandidatesField = Annotated[str, typer.Option(help="Input field holding candidate responses (e.g. responses).")]
+Seed = Annotated[int, typer.Option(help="Seed for bracket order, coins and sampling; same seed, same brackets.")]
+Concurrency = Annotated[int, typer.Option(min=1, help="Records in flight at once (per phase); engines batch their requests.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.")]
+Debug = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
+BackendOpt = Annotated[Optional[Backend], typer.Option(help="Backend for both roles [default: vllm if installed and a GPU is visible, else hf; openai when a base URL is given].", show_default=False)]
+BaseUrl = Annotated[Optional[str], typer.Option(help="OpenAI-compatible server for both roles, e.g. http://127.0.0.1:8000/v1.")]
+ApiKeyEnv = Annotated[str, typer.Option(help="Environment variable holding the API key (a local server needs none).")]
+RequestTimeout = Annotated[float, typer.Option(help="Seconds per server request (openai backend).")]
+MaxRetries = Annotated[int, typer.Option(min=0, help="Retries per server request, with exponential backoff and jitter (openai backend).")]
+
+Policy = Annotated[str, typer.Option(help="Policy model: Hugging Face id, local folder, or a server's model name.", show_default=False)]
+N = Annotated[int, typer.Option("-n", "--n", min=1, help="Candidates per query.")]
+PolicyBackend = Annotated[Optional[Backend], typer.Option(help="Backend for the policy (overrides --backend).", show_default=False)]
+PolicyBaseUrl = Annotated[Optional[str], typer.Option(help="Server for the policy (overrides --base-url).", show_default=False)]
+PolicyTemperature = Annotated[float, typer.Option(min=0.0, help="Policy sampling temperature.")]
+PolicyTopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Policy nucleus sampling top_p.")]
+PolicyMaxTokens = Annotated[int, typer.Option(min=1, help="Policy max new tokens per candidate.")]
+System = Annotated[Optional[str], typer.Option(help="System prompt for the policy (records with their own system message keep it).", show_default=False)]
+
+Judge = Annotated[str, typer.Option(help="Judge model (an RRM): Hugging Face id, local folder, or a server's model name.")]
+Votes = Annotated[int, typer.Option(min=1, help="Judgments per match, split evenly between the two orders.")]
+MaxVotes = Annotated[Optional[int], typer.Option(min=1, help="Vote budget per match when there is no majority; then a seeded coin decides. [default: 2 × votes]", show_default=False)]
+JudgeBackend = Annotated[Optional[Backend], typer.Option(help="Backend for the judge (overrides --backend).", show_default=False)]
+JudgeBaseUrl = Annotated[Optional[str], typer.Option(help="Server for the judge (overrides --base-url).", show_default=False)]
+JudgeTemperature = Annotated[float, typer.Option(min=0.0, help="Judge temperature (RRM published: 0.6).")]
+JudgeTopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Judge top_p (RRM published: 1.0).")]
+JudgeMaxTokens = Annotated[int, typer.Option(min=1, help="Judge max new tokens per judgment, thinking included (RRM published: 8192).")]
+JudgeTemplate = Annotated[Optional[Path], typer.Option(help="Custom judge prompt (TOML with system/user, placeholders {question} {answer1} {answer2}).", show_default=False)]
+
+
+@dataclass
+class Common:
+    input: str
+    output: Optional[Path]
+    query_field: str
+    candidates_field: str
+    seed: int
+    concurrency: int
+    quiet: bool
+    debug: bool
+    backend: Optional[Backend]
+    base_url: Optional[str]
+    api_key_env: str
+    request_timeout: float
+    max_retries: int
+
+    def engine(self, model: str, backend: Optional[Backend], base_url: Optional[str]) -> EngineConfig:
+        url = base_url or self.base_url
+        chosen = backend or self.backend
+        if chosen is None:
+            from bon.engines import default_backend
+
+            name = "openai" if url else default_backend()
+        else:
+            name = chosen.value
+        return EngineConfig(
+            backend=name, model=model, base_url=url, api_key_env=self.api_key_env, seed=self.seed,
+            request_timeout=self.request_timeout, max_retries=self.max_retries,
+        )
+
+
+@dataclass
+class SampleSettings:
+    policy: str
+    n: int
+    backend: Optional[Backend]
+    base_url: Optional[str]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    system: Optional[str]
+
+
+@dataclass
+class JudgeSettings:
+    judge: str
+    votes: int
+    max_votes: Optional[int]
+    backend: Optional[Backend]
+    base_url: Optional[str]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    template: Optional[Path]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def run(
+    input: Input,
+    policy: Policy,
+    output: Output = None,
+    judge: Judge = defaults.DEFAULT_JUDGE,
+    n: N = defaults.DEFAULT_N,
+    votes: Votes = defaults.DEFAULT_VOTES,
+    max_votes: MaxVotes = None,
+    seed: Seed = 0,
+    backend: BackendOpt = None,
+    policy_backend: PolicyBackend = None,
+    judge_backend: JudgeBackend = None,
+    base_url: BaseUrl = None,
+    policy_base_url: PolicyBaseUrl = None,
+    judge_base_url: JudgeBaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    policy_temperature: PolicyTemperature = defaults.POLICY_TEMPERATURE,
+    policy_top_p: PolicyTopP = defaults.POLICY_TOP_P,
+    policy_max_tokens: PolicyMaxTokens = defaults.POLICY_MAX_TOKENS,
+    system: System = None,
+    judge_temperature: JudgeTemperature = defaults.JUDGE_TEMPERATURE,
+    judge_top_p: JudgeTopP = defaults.JUDGE_TOP_P,
+    judge_max_tokens: JudgeMaxTokens = defaults.JUDGE_MAX_TOKENS,
+    judge_template: JudgeTemplate = None,
+    query_field: QueryField = "query",
+    candidates_field: CandidatesField = "candidates",
+    concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY,
+    request_timeout: RequestTimeout = 600.0,
+    max_retries: MaxRetries = 5,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Sample N candidates per query, then pick the best in a knockout tournament.
+
+    Records that already carry candidates skip sampling.
+    """
+    common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
+                    backend, base_url, api_key_env, request_timeout, max_retries)
+    sampling = SampleSettings(policy, n, policy_backend, policy_base_url, policy_temperature, policy_top_p,
+                              policy_max_tokens, system)
+    judging = JudgeSettings(judge, votes, max_votes, judge_backend, judge_base_url, judge_temperature,
+                            judge_top_p, judge_max_tokens, judge_template)
+    _execute(common, sampling, judging)
+
+
+@app.command()
+def sample(
+    input: Input,
+    policy: Policy,
+    output: Output = None,
+    n: N = defaults.DEFAULT_N,
+    seed: Seed = 0,
+    backend: BackendOpt = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    policy_temperature: PolicyTemperature = defaults.POLICY_TEMPERATURE,
+    policy_top_p: PolicyTopP = defaults.POLICY_TOP_P,
+    policy_max_tokens: PolicyMaxTokens = defaults.POLICY_MAX_TOKENS,
+    system: System = None,
+    query_field: QueryField = "query",
+    candidates_field: CandidatesField = "candidates",
+    concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY,
+    request_timeout: RequestTimeout = 600.0,
+    max_retries: MaxRetries = 5,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Only sample: write each record with N `candidates` (records that have them pass through)."""
+    common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
+                    backend, base_url, api_key_env, request_timeout, max_retries)
+    sampling = SampleSettings(policy, n, None, None, policy_temperature, policy_top_p, policy_max_tokens, system)
+    _execute(common, sampling, None)
+
+
+@app.command()
+def select(
+    input: Input,
+    output: Output = None,
+    judge: Judge = defaults.DEFAULT_JUDGE,
+    votes: Votes = defaults.DEFAULT_VOTES,
+    max_votes: MaxVotes = None,
+    seed: Seed = 0,
+    backend: BackendOpt = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    judge_temperature: JudgeTemperature = defaults.JUDGE_TEMPERATURE,
+    judge_top_p: JudgeTopP = defaults.JUDGE_TOP_P,
+    judge_max_tokens: JudgeMaxTokens = defaults.JUDGE_MAX_TOKENS,
+    judge_template: JudgeTemplate = None,
+    query_field: QueryField = "query",
+    candidates_field: CandidatesField = "candidates",
+    concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY,
+    request_timeout: RequestTimeout = 600.0,
+    max_retries: MaxRetries = 5,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
+    common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
+                    backend, base_url, api_key_env, request_timeout, max_retries)
+    judging = JudgeSettings(judge, votes, max_votes, None, None, judge_temperature, judge_top_p,
+                            judge_max_tokens, judge_template)
+    _execute(common, None, judging)
+
+
+# ---- execution ----
+
+def _input_lines(path: str) -> Iterator[bytes]:
+    if path == "-":
+        yield from sys.stdin.buffer
+        return
+    try:
+        with open(path, "rb") as handle:
+            yield from handle
+    except FileNotFoundError:
+        raise UsageError(f"input file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"input is a directory: {path}") from None
+    except PermissionError:
+        raise UsageError(f"input file not readable: {path}") from None
+
+
+def _records(common: Common, need_candidates: bool):
+    from bon.records import FieldNames, InputError, read_records
+
+    fields = FieldNames(query=common.query_field, candidates=common.candidates_field)
+    for record in read_records(_input_lines(common.input), fields):
+        if need_candidates and record.candidates is None:
+            raise InputError(record.line, f"missing `{fields.candidates}` (bon select judges existing candidates; "
+                                          "bon run samples them)")
+        yield record
+
+
+async def _threaded(iterator: Iterator):
+    """Pull a blocking iterator (stdin) from a thread so engines keep working meanwhile."""
+    done = object()
+    while (item := await asyncio.to_thread(next, iterator, done)) is not done:
+        yield item
+
+
+def _execute(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
+    from bon.engines import EngineError
+    from bon.prompts import TemplateError
+    from bon.records import InputError
+
+    try:
+        _pipeline(common, sampling, judging)
+    except (UsageError, InputError, TemplateError) as exc:
+        if common.debug:
+            raise
+        where = f"{common.input}: " if isinstance(exc, InputError) else ""
+        typer.echo(f"bon: error: {where}{exc}", err=True)
+        raise typer.Exit(2)
+    except EngineError as exc:
+        if common.debug:
+            raise
+        typer.echo(f"bon: error: {exc}", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("bon: interrupted", err=True)
+        raise typer.Exit(130)
+
+
+def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
+    from bon.engines import EngineError, check_backend, create_engine
+    from bon.judge import Judge, Sampler
+    from bon.pipeline import LazyEngine, Pipeline
+    from bon.progress import RunProgress
+    from bon.prompts import judge_template, policy_template
+    from bon.records import RecordWriter
+
+    need_candidates = sampling is None
+    total = None
+    if common.input != "-":
+        # A file is checked whole before any model loads: a bad line costs no model work.
+        total = sum(1 for _ in _records(common, need_candidates))
+
+    policy_cfg = judge_cfg = None
+    if sampling:
+        policy_cfg = common.engine(sampling.policy, sampling.backend, sampling.base_url)
+        check_backend(policy_cfg)
+        p_template = policy_template()
+    if judging:
+        judge_cfg = common.engine(judging.judge, judging.backend, judging.base_url)
+        check_backend(judge_cfg)
+        j_template = judge_template(judging.template)
+        if judging.max_votes is not None and judging.max_votes < judging.votes:
+            raise UsageError(f"--max-votes ({judging.max_votes}) must be at least --votes ({judging.votes})")
+
+    policy_engine = LazyEngine(lambda: create_engine(policy_cfg)) if policy_cfg else None
+    shared = policy_cfg is not None and judge_cfg is not None and (
+        (policy_cfg.backend, policy_cfg.model, policy_cfg.base_url) == (judge_cfg.backend, judge_cfg.model, judge_cfg.base_url)
+    )
+    judge_engine = policy_engine if shared else (LazyEngine(lambda: create_engine(judge_cfg)) if judge_cfg else None)
+    local = {"hf", "vllm"}
+    phased = bool(policy_cfg and judge_cfg and not shared
+                  and policy_cfg.backend in local and judge_cfg.backend in local)
+
+    progress = RunProgress(enabled=not common.quiet, total=total)
+    make_sampler = make_judge = None
+    if sampling:
+        sampling_cfg = SamplingConfig(sampling.temperature, sampling.top_p, sampling.max_tokens)
+        make_sampler = lambda engine: Sampler(engine, p_template, sampling_cfg, sampling.n, common.seed, sampling.system)  # noqa: E731
+    if judging:
+        judge_sampling = SamplingConfig(judging.temperature, judging.top_p, judging.max_tokens)
+        tournament = TournamentConfig(votes=judging.votes, max_votes=judging.max_votes, seed=common.seed)
+        make_judge = lambda engine: Judge(engine, j_template, judge_sampling, tournament, progress.on_generation)  # noqa: E731
+
+    out_stream = open(common.output, "w", encoding="utf-8") if common.output else sys.stdout
+    try:
+        pipeline = Pipeline(
+            writer=RecordWriter(out_stream), concurrency=common.concurrency,
+            make_sampler=make_sampler, make_judge=make_judge,
+            policy=policy_engine, judge=judge_engine, phased=phased, progress=progress.on_record,
+        )
+        records = _records(common, need_candidates)
+        source = _threaded(records) if common.input == "-" else records
+        with progress:
+            stats = asyncio.run(pipeline.run(source))
+    finally:
+        if common.output:
+            out_stream.close()
+    if not common.quiet:
+        typer.echo(stats.summary(), err=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The one small async interface every backend implements.
+
+A caller awaits `generate(request)` for one prompt and gets `request.n` completions.
+Engines batch whatever requests are pending at once (the vLLM engine and a server do it
+themselves; the transformers engine gathers them), so callers never batch by hand and a
+thousand tournaments can simply await their own matches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class EngineError(RuntimeError):
+    """A backend failure that ends the run (one line for the user, exit 1)."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: list[dict[str, str]]  # chat messages; the engine applies the model's template
+    n: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int | None = None  # engines derive distinct per-sample seeds from it
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" or "length"
+    completion_tokens: int | None  # None where the backend does not report it per sample
+
+
+@dataclass(frozen=True)
+class Generation:
+    completions: list[Completion]
+    prompt_tokens: int
+    completion_tokens: int  # all samples together
+
+
+class Engine(Protocol):
+    name: str  # "backend:model", for logs and records
+
+    async def generate(self, request: GenerationRequest) -> Generation: ...
+
+    async def close(self) -> None: ...

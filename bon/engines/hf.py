@@ -1,0 +1,146 @@
+"""transformers backend: a local folder or hub id, on CPU or CUDA.
+
+Requests that arrive while a batch runs are gathered into the next one (left padding,
+the model's chat template, one row per sample), so concurrent tournaments share batches
+without knowing about each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from bon.config import EngineConfig
+from bon.engines.base import Completion, EngineError, Generation, GenerationRequest
+from bon.tournament.seeds import derive_seed
+
+MAX_BATCH_ROWS = 16
+
+
+@dataclass
+class _Pending:
+    request: GenerationRequest
+    future: asyncio.Future
+
+
+class HFEngine:
+    def __init__(self, config: EngineConfig, tokenizer, model, device: str):
+        self.name = f"hf:{config.model}"
+        self.tokenizer, self.model, self.device = tokenizer, model, device
+        self.max_batch_rows = int(config.extra.get("max_batch_rows", MAX_BATCH_ROWS))
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        eos = model.generation_config.eos_token_id
+        self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+
+    @classmethod
+    async def load(cls, config: EngineConfig) -> "HFEngine":
+        return await asyncio.to_thread(cls._load, config)
+
+    @classmethod
+    def _load(cls, config: EngineConfig) -> "HFEngine":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(config.model)
+            # CPUs run float32 fastest; on a GPU take the checkpoint's own dtype.
+            dtype = "auto" if device == "cuda" else torch.float32
+            model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"cannot load model {config.model!r}: {str(exc).splitlines()[0]}") from None
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return cls(config, tokenizer, model, device)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(request, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.ensure_future(self._serve())
+        self._wakeup.set()
+        return await future
+
+    async def _serve(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await asyncio.sleep(0)  # let coroutines woken by the last batch submit their next requests
+            while self._pending:
+                batch = self._take_batch()
+                try:
+                    results = await asyncio.to_thread(self._run_batch, [p.request for p in batch])
+                except Exception as exc:  # a failed batch fails its requests, not the engine
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(EngineError(f"{self.name}: generation failed: {exc}"))
+                    continue
+                for p, result in zip(batch, results):
+                    if not p.future.done():
+                        p.future.set_result(result)
+                await asyncio.sleep(0)
+
+    def _take_batch(self) -> list[_Pending]:
+        """Oldest request first, then others with the same decoding settings, up to the row cap."""
+        head = self._pending[0].request
+        key = (head.temperature, head.top_p, head.max_tokens)
+        batch, rows = [], 0
+        for p in list(self._pending):
+            r = p.request
+            if (r.temperature, r.top_p, r.max_tokens) != key:
+                continue
+            if batch and rows + r.n > self.max_batch_rows:
+                break
+            batch.append(p)
+            rows += r.n
+            self._pending.remove(p)
+        return batch
+
+    def _run_batch(self, requests: list[GenerationRequest]) -> list[Generation]:
+        import torch
+
+        head = requests[0]
+        texts = [
+            self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+            for r in requests
+        ]
+        prompt_lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+        rows = [t for t, r in zip(texts, requests) for _ in range(r.n)]
+        # The template already holds any BOS token: add no special tokens twice.
+        inputs = self.tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        # One generator seed per batch, from every request's seed: a request alone in its
+        # batch is reproducible; shared batches depend on what ran together.
+        torch.manual_seed(derive_seed(*[r.seed for r in requests]))
+        sampling = head.temperature > 0
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                do_sample=sampling,
+                temperature=head.temperature if sampling else None,
+                top_p=head.top_p if sampling else None,
+                top_k=None,
+                max_new_tokens=head.max_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+        completions = []
+        for tokens in new_tokens:
+            end = next((i for i, t in enumerate(tokens) if t in self._eos), None)
+            if end is None:
+                completions.append(Completion(self.tokenizer.decode(tokens, skip_special_tokens=True), "length", len(tokens)))
+            else:
+                completions.append(Completion(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), "stop", end + 1))
+        results, start = [], 0
+        for r, prompt_tokens in zip(requests, prompt_lengths):
+            mine = completions[start:start + r.n]
+            start += r.n
+            results.append(Generation(mine, prompt_tokens, sum(c.completion_tokens for c in mine)))
+        return results
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self.model = None

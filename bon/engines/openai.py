@@ -1,0 +1,112 @@
+"""OpenAI-compatible backend: chat completions on any such server (vllm serve, SGLang, ...).
+
+The server applies the model's chat template. Votes of one order go out as one request
+with `n` (shared prefill); a server that refuses n>1 gets separate requests from then on.
+Retries with exponential backoff and jitter on 429, 5xx, timeouts and dropped connections
+are the openai client's own (`max_retries`); what still fails ends the run with one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+
+from bon.config import EngineConfig
+from bon.engines.base import Completion, EngineError, Generation, GenerationRequest
+
+DEFAULT_CONCURRENCY = 256
+
+
+class OpenAIEngine:
+    def __init__(self, config: EngineConfig):
+        import openai
+
+        self._openai = openai
+        self.name = f"openai:{config.model}"
+        self.model = config.model
+        self.base_url = config.base_url
+        # A local server needs no key; the client insists on one, so send a placeholder.
+        self._key = os.environ.get(config.api_key_env) or ""
+        self.client = openai.AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=self._key or "EMPTY",
+            timeout=config.request_timeout,
+            max_retries=config.max_retries,
+        )
+        self._slots = asyncio.Semaphore(int(config.extra.get("concurrency", DEFAULT_CONCURRENCY)))
+        self._n_supported = True
+
+    def _scrub(self, text: str) -> str:
+        """Error text never carries the API key, whatever the server echoed."""
+        return text.replace(self._key, "***") if self._key else text
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        if request.n > 1 and self._n_supported:
+            try:
+                return await self._call(request)
+            except self._openai.BadRequestError as exc:
+                if "n" not in str(exc).lower():
+                    raise self._error(exc) from None
+                self._n_supported = False  # e.g. "only n=1 is supported": fall back for good
+        if request.n == 1:
+            return await self._call(request)
+        parts = await asyncio.gather(*(
+            self._call(replace(request, n=1, seed=None if request.seed is None else request.seed + i))
+            for i in range(request.n)
+        ))
+        return Generation(
+            [c for g in parts for c in g.completions],
+            parts[0].prompt_tokens,
+            sum(g.completion_tokens for g in parts),
+        )
+
+    async def _call(self, request: GenerationRequest) -> Generation:
+        extra = {} if request.seed is None else {"seed": request.seed}
+        async with self._slots:
+            try:
+                response = await self.client.chat.completions.create(
+                    model=self.model,
+                    messages=request.messages,
+                    n=request.n,
+                    temperature=request.temperature,
+                    top_p=request.top_p,
+                    max_tokens=request.max_tokens,
+                    **extra,
+                )
+            except self._openai.BadRequestError:
+                raise
+            except self._openai.APIError as exc:
+                raise self._error(exc) from None
+        usage = response.usage
+        completions = []
+        for choice in response.choices:
+            text = choice.message.content or ""
+            # Servers with a reasoning parser split the thinking off; put it back so the
+            # trace is whole and the verdict is read after `</think>` as the RRM intends.
+            thinking = getattr(choice.message, "reasoning_content", None) or getattr(choice.message, "reasoning", None)
+            if thinking:
+                text = f"{thinking}\n</think>\n\n{text}"
+            finish = "length" if choice.finish_reason == "length" else "stop"
+            # Servers report tokens per request, not per choice: exact only for n=1.
+            tokens = usage.completion_tokens if usage and len(response.choices) == 1 else None
+            completions.append(Completion(text, finish, tokens))
+        return Generation(
+            completions,
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+        )
+
+    def _error(self, exc: Exception) -> EngineError:
+        if isinstance(exc, self._openai.APITimeoutError):
+            what = "timed out"
+        elif isinstance(exc, self._openai.APIConnectionError):
+            what = "cannot be reached"
+        elif isinstance(exc, self._openai.APIStatusError):
+            what = f"answered {exc.status_code}: {exc.message}"
+        else:
+            what = f"failed: {exc}"
+        return EngineError(self._scrub(f"server {self.base_url} ({self.model}) {what}"))
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,60 @@
+"""A scripted engine: deterministic judgments without a model.
+
+For logic tests and scheduling benchmarks (bracket, voting, resume), where what matters
+is that the judge's preferences are known. Not a backend a user selects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Callable
+
+from bon.engines.base import Completion, Generation, GenerationRequest
+
+# decide(answer_shown_first, answer_shown_second, rng) -> the text the judge "writes"
+Decide = Callable[[str, str, random.Random], str]
+
+
+def prefers_longer(first: str, second: str, rng: random.Random) -> str:
+    """A judge that always prefers the longer answer (ties: the first shown)."""
+    return f"<think>compare lengths</think>\\boxed{{Assistant {1 if len(first) >= len(second) else 2}}}"
+
+
+def split_judge_prompt(user: str) -> tuple[str, str]:
+    """The two answers out of a rendered RRM user message."""
+    _, rest = user.split("### Assistant 1\n\n", 1)
+    first, rest = rest.rsplit("\n\n\n### Assistant 2\n\n", 1)
+    second = rest.rsplit("\n\n## Analysis\n\n", 1)[0]
+    return first, second
+
+
+class ScriptedEngine:
+    """Judges with `decide`; answers policy prompts with `candidate {i}` texts.
+
+    `latency(request)` (seconds) lets scheduling tests and benchmarks make some requests slow.
+    """
+
+    name = "scripted"
+
+    def __init__(self, decide: Decide = prefers_longer, latency: Callable[[GenerationRequest], float] | None = None):
+        self.decide = decide
+        self.latency = latency
+        self.requests: list[GenerationRequest] = []
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        self.requests.append(request)
+        if self.latency:
+            await asyncio.sleep(self.latency(request))
+        user = request.messages[-1]["content"]
+        rng = random.Random(request.seed)
+        if "### Assistant 1" in user:
+            first, second = split_judge_prompt(user)
+            texts = [self.decide(first, second, rng) for _ in range(request.n)]
+        else:
+            texts = [f"answer {i} to: {user}" + "!" * i for i in range(request.n)]
+        completions = [Completion(t, "stop", len(t.split())) for t in texts]
+        return Generation(completions, len(user.split()), sum(c.completion_tokens for c in completions))
+
+    async def close(self) -> None:
+        pass

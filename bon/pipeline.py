@@ -1,0 +1,169 @@
+"""Phases, the concurrency window, ordered output.
+
+Each record is a coroutine (sample, then its tournament); up to `concurrency` of them are
+in flight and the engines batch whatever they have pending. Records are written in input
+order, each as soon as it and every record before it are done.
+
+Two local engines (policy and judge on the same GPUs) run as sequential phases: all
+sampling first, then the policy engine is closed before the judge engine loads. A shared
+engine, or remote servers, stream records straight through both steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bon.engines.base import Engine
+from bon.judge import Judge, Sampler, Usage
+from bon.records import Record, RecordWriter, output_record
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_END = object()
+
+
+async def ordered_map(
+    source: AsyncIterable[T], fn: Callable[[T], Awaitable[R]], concurrency: int
+) -> AsyncIterator[R]:
+    """fn over source, at most `concurrency` calls running, results in source order.
+
+    An error from `source` (a bad input line) or from `fn` surfaces at its place in the
+    order, after every earlier result has been yielded, and cancels the work after it.
+    """
+    running = asyncio.Semaphore(concurrency)
+    # Finished-but-unwritten results wait here behind a slow head; the bound keeps memory flat.
+    window: asyncio.Queue = asyncio.Queue(maxsize=4 * concurrency)
+    loop = asyncio.get_running_loop()
+
+    async def guarded(item: T) -> R:
+        async with running:
+            return await fn(item)
+
+    async def produce() -> None:
+        try:
+            async for item in source:
+                await window.put(asyncio.ensure_future(guarded(item)))
+        except Exception as exc:  # delivered in order, after the records before it
+            failed = loop.create_future()
+            failed.set_exception(exc)
+            await window.put(failed)
+        await window.put(_END)
+
+    producer = asyncio.ensure_future(produce())
+    try:
+        while (task := await window.get()) is not _END:
+            yield await task
+    finally:
+        producer.cancel()
+        while not window.empty():
+            task = window.get_nowait()
+            if task is not _END:
+                task.cancel()
+
+
+async def iterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+class LazyEngine:
+    """Loads its engine on first use, so a run that needs no policy never loads one."""
+
+    def __init__(self, factory: Callable[[], Awaitable[Engine]]):
+        self._factory = factory
+        self._engine: Engine | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Engine:
+        async with self._lock:
+            if self._engine is None:
+                self._engine = await self._factory()
+            return self._engine
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.close()
+            self._engine = None
+
+
+@dataclass
+class RunStats:
+    records: int = 0
+    sampled: int = 0
+    usage: Usage = field(default_factory=Usage)
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> str:
+        u = self.usage
+        elapsed = time.monotonic() - self.started
+        parts = [f"{self.records} records"]
+        if self.sampled:
+            parts.append(f"{self.sampled} sampled")
+        parts.append(f"{u.judge_samples} judge samples ({u.invalid_votes} invalid)")
+        parts.append(f"{u.judge_completion_tokens} judge tokens")
+        parts.append(f"{elapsed:.1f}s")
+        return "bon: " + ", ".join(parts)
+
+
+@dataclass
+class Pipeline:
+    """What a command asks for: sample (if a sampler is given) and/or judge (if a judge is)."""
+
+    writer: RecordWriter
+    concurrency: int
+    make_sampler: Callable[[Engine], Sampler] | None = None
+    make_judge: Callable[[Engine], Judge] | None = None
+    policy: LazyEngine | None = None
+    judge: LazyEngine | None = None
+    phased: bool = False  # sample everything, close the policy engine, then judge
+    progress: "Callable[[Record], None] | None" = None
+    stats: RunStats = field(default_factory=RunStats)
+
+    async def _sample(self, record: Record) -> Record:
+        if record.candidates is None and self.make_sampler is not None:
+            assert self.policy is not None
+            await self.make_sampler(await self.policy.get()).sample(record)
+            self.stats.sampled += 1
+        return record
+
+    async def _judge(self, record: Record) -> Record:
+        if self.make_judge is not None:
+            assert self.judge is not None
+            judge = self.make_judge(await self.judge.get())
+            self.stats.usage.add(await judge.select(record))
+        return record
+
+    def _emit(self, record: Record) -> None:
+        self.writer.write(output_record(record))
+        self.stats.records += 1
+        if self.progress:
+            self.progress(record)
+
+    async def run(self, records: Iterable[Record] | AsyncIterable[Record]) -> RunStats:
+        try:
+            if self.phased and self.make_sampler and self.make_judge:
+                sampled = [r async for r in ordered_map(iterate(records), self._sample, self.concurrency)]
+                if self.policy:
+                    await self.policy.close()  # free its memory before the judge loads
+                stream = ordered_map(iterate(sampled), self._judge, self.concurrency)
+            else:
+                stream = ordered_map(
+                    ordered_map(iterate(records), self._sample, self.concurrency), self._judge, self.concurrency
+                )
+            async for record in stream:
+                self._emit(record)
+        finally:
+            for engine in (self.policy, self.judge):
+                if engine:
+                    await engine.close()
+            self.writer.close()
+        return self.stats

@@ -1,0 +1,163 @@
+"""The JSONL contract: read and validate input lines, write output records.
+
+Input: one JSON object per line with `query` (or `messages`), optional `id` and
+`candidates`; every other field passes through. Output: the input object plus the fields
+bon adds. This module is the one reader and the one writer of records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterable, Iterator
+
+ROLES = ("system", "user", "assistant")
+
+
+class InputError(ValueError):
+    """A bad input line; `str()` names the line and the problem."""
+
+    def __init__(self, line: int, problem: str):
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """Where the query and candidates live in the user's records."""
+
+    query: str = "query"
+    candidates: str = "candidates"
+
+
+@dataclass
+class Record:
+    line: int  # 1-based line number in the input
+    id: str | int
+    data: dict[str, Any]  # the input object, passed through unchanged
+    question: str  # the query as text, for the judge
+    messages: list[dict[str, str]] | None  # the chat to sample from, for `messages` input
+    candidates: list[str] | None
+    output: dict[str, Any] = field(default_factory=dict)  # fields bon adds
+
+
+def question_from_messages(messages: list[dict[str, str]]) -> str:
+    """The judge's `{question}` for a chat input.
+
+    The RRM was trained on single-turn queries. One user turn (system messages aside)
+    becomes the question as it is; a longer conversation is rendered as labelled turns so
+    the judge sees the context the final answer responds to.
+    """
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) == 1:
+        return turns[0]["content"]
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in turns)
+
+
+def _check_messages(value: Any, line: int) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise InputError(line, "`messages` must be a non-empty list of {role, content} objects")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise InputError(line, f"`messages[{i}]` needs a `role` of {', '.join(ROLES)}")
+        if not isinstance(message.get("content"), str):
+            raise InputError(line, f"`messages[{i}].content` must be a string")
+    if value[-1]["role"] != "user":
+        raise InputError(line, "`messages` must end with a user turn")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def parse_record(obj: Any, line: int, position: int, fields: FieldNames) -> Record:
+    """Validate one decoded JSON value; `position` is its 0-based index among records."""
+    if not isinstance(obj, dict):
+        raise InputError(line, f"expected a JSON object, got {type(obj).__name__}")
+    messages = None
+    if fields.query in obj:
+        query = obj[fields.query]
+        if not isinstance(query, str) or not query.strip():
+            raise InputError(line, f"`{fields.query}` must be a non-empty string")
+        question = query
+    elif "messages" in obj:
+        messages = _check_messages(obj["messages"], line)
+        question = question_from_messages(messages)
+    else:
+        raise InputError(line, f"missing `{fields.query}` (or `messages`)")
+
+    record_id = obj.get("id", position)
+    if isinstance(record_id, bool) or not isinstance(record_id, (str, int)):
+        raise InputError(line, "`id` must be a string or an integer")
+
+    candidates = None
+    if fields.candidates in obj:
+        candidates = obj[fields.candidates]
+        if (
+            not isinstance(candidates, list)
+            or not candidates
+            or not all(isinstance(c, str) and c for c in candidates)
+        ):
+            raise InputError(line, f"`{fields.candidates}` must be a non-empty list of non-empty strings")
+    return Record(line=line, id=record_id, data=obj, question=question, messages=messages, candidates=candidates)
+
+
+def read_records(lines: Iterable[bytes | str], fields: FieldNames = FieldNames()) -> Iterator[Record]:
+    """Records from JSONL lines, validated one by one; raises InputError on the first bad line.
+
+    Blank lines are skipped (they do not count as records); a UTF-8 BOM and CRLF line ends
+    are accepted. The default `id` is the record's 0-based position among the records.
+    """
+    seen: set[str | int] = set()
+    position = 0
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(number, f"not UTF-8 (byte {exc.start})") from None
+        else:
+            text = raw
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        record = parse_record(obj, number, position, fields)
+        if record.id in seen:
+            raise InputError(number, f"duplicate id {record.id!r}")
+        seen.add(record.id)
+        position += 1
+        yield record
+
+
+def output_record(record: Record) -> dict[str, Any]:
+    """The input object with bon's fields added (they replace same-named input fields)."""
+    out = dict(record.data)
+    out.setdefault("id", record.id)
+    out.update(record.output)
+    return out
+
+
+class RecordWriter:
+    """Writes one record per line, each in a single write call, flushed at once.
+
+    One write per line (not the text, then the newline) so that a crash never leaves a
+    record on disk without its line end once the write returned.
+    """
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._stream.write(_dumps(record) + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.flush()
+
+
+def _dumps(obj: Any) -> str:
+    # Non-ASCII stays readable in the file; json escapes control characters either way.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

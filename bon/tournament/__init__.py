@@ -1,0 +1,7 @@
+"""Pure tournament logic: no I/O, no engines. Judgments arrive through an injected `ask`."""
+
+from bon.tournament.knockout import Tournament, knockout
+from bon.tournament.voting import Ask, Match, Vote, decide_match
+from bon.tournament.seeds import derive_seed
+
+__all__ = ["Ask", "Match", "Tournament", "Vote", "decide_match", "derive_seed", "knockout"]

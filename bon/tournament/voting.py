@@ -1,0 +1,109 @@
+"""One match: several sampled judgments, split between the two orders, decided by majority.
+
+Generative judges prefer a position measurably often, so a match's votes are split as
+evenly as possible between "a shown first" and "b shown first"; with an odd count the
+extra vote alternates between the orders from match to match. The side with more valid
+votes wins. Without a majority (a tie, or too many invalid votes), balanced pairs of extra
+votes are drawn until the vote budget is spent; then a seeded coin decides. An invalid
+vote is recorded as such, never counted as half a vote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from bon.config import TournamentConfig
+from bon.tournament.seeds import derive_seed
+
+MAJORITY, TIEBREAK, BYE, IDENTICAL = "majority", "tiebreak", "bye", "identical"
+
+
+@dataclass
+class Vote:
+    first: int  # candidate shown as Assistant 1
+    second: int  # candidate shown as Assistant 2
+    verdict: int | None  # candidate chosen, or None for an invalid vote
+    reasoning: str  # the judge's full completion
+    finish_reason: str
+    completion_tokens: int | None
+    reason: str | None = None  # why the vote is invalid: truncated, no_verdict, bad_verdict
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "first": self.first,
+            "verdict": self.verdict,
+            "reasoning": self.reasoning,
+            "finish_reason": self.finish_reason,
+            "completion_tokens": self.completion_tokens,
+        }
+        if self.verdict is None:
+            out["reason"] = self.reason
+        return out
+
+
+# ask(first, second, k, seed) -> k votes with `first` shown as Assistant 1
+Ask = Callable[[int, int, int, int], Awaitable[list[Vote]]]
+
+
+@dataclass
+class Match:
+    a: int
+    b: int | None  # None for a bye
+    winner: int
+    decided_by: str
+    votes: list[Vote] = field(default_factory=list)
+
+    @property
+    def tally(self) -> dict[str, int]:
+        return {
+            "a": sum(v.verdict == self.a for v in self.votes),
+            "b": sum(v.verdict == self.b for v in self.votes if self.b is not None),
+            "invalid": sum(v.verdict is None for v in self.votes),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "winner": self.winner,
+            "tally": self.tally,
+            "decided_by": self.decided_by,
+            "votes": [v.to_json() for v in self.votes],
+        }
+
+
+def split_votes(votes: int, extra_to_a_first: bool) -> tuple[int, int]:
+    """How many of `votes` show a first and how many show b first."""
+    a_first = (votes + 1) // 2 if extra_to_a_first else votes // 2
+    return a_first, votes - a_first
+
+
+async def decide_match(
+    a: int, b: int, ask: Ask, config: TournamentConfig, match_seed: int, extra_to_a_first: bool = True
+) -> Match:
+    async def wave(a_first: int, b_first: int, wave_no: int) -> list[Vote]:
+        asks = []
+        if a_first:
+            asks.append(ask(a, b, a_first, derive_seed(match_seed, wave_no, "ab")))
+        if b_first:
+            asks.append(ask(b, a, b_first, derive_seed(match_seed, wave_no, "ba")))
+        return [vote for votes in await asyncio.gather(*asks) for vote in votes]
+
+    votes = await wave(*split_votes(config.votes, extra_to_a_first), 0)
+    wave_no = 0
+    while _lead(votes, a, b) == 0 and len(votes) + 2 <= config.vote_budget:
+        wave_no += 1
+        votes += await wave(1, 1, wave_no)
+
+    lead = _lead(votes, a, b)
+    if lead:
+        return Match(a, b, a if lead > 0 else b, MAJORITY, votes)
+    coin = random.Random(derive_seed(match_seed, "coin")).random() < 0.5
+    return Match(a, b, a if coin else b, TIEBREAK, votes)
+
+
+def _lead(votes: list[Vote], a: int, b: int) -> int:
+    return sum(v.verdict == a for v in votes) - sum(v.verdict == b for v in votes)
