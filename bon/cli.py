@@ -284,13 +284,13 @@ async def _threaded(iterator: Iterator):
 
 
 def _execute(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
-    from bon.engines import EngineError
+    from bon.engines import BackendUnavailable, EngineError
     from bon.prompts import TemplateError
     from bon.records import InputError
 
     try:
         _pipeline(common, sampling, judging)
-    except (UsageError, InputError, TemplateError) as exc:
+    except (UsageError, InputError, TemplateError, BackendUnavailable) as exc:
         if common.debug:
             raise
         where = f"{common.input}: " if isinstance(exc, InputError) else ""

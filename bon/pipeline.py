@@ -151,16 +151,25 @@ class Pipeline:
     async def run(self, records: Iterable[Record] | AsyncIterable[Record]) -> RunStats:
         try:
             if self.phased and self.make_sampler and self.make_judge:
-                sampled = [r async for r in ordered_map(iterate(records), self._sample, self.concurrency)]
+                sampled: list[Record] = []
+                stopped: Exception | None = None
+                try:
+                    async for record in ordered_map(iterate(records), self._sample, self.concurrency):
+                        sampled.append(record)
+                except Exception as exc:  # e.g. a bad stdin line: still judge what came before it
+                    stopped = exc
                 if self.policy:
                     await self.policy.close()  # free its memory before the judge loads
-                stream = ordered_map(iterate(sampled), self._judge, self.concurrency)
+                async for record in ordered_map(iterate(sampled), self._judge, self.concurrency):
+                    self._emit(record)
+                if stopped is not None:
+                    raise stopped
             else:
                 stream = ordered_map(
                     ordered_map(iterate(records), self._sample, self.concurrency), self._judge, self.concurrency
                 )
-            async for record in stream:
-                self._emit(record)
+                async for record in stream:
+                    self._emit(record)
         finally:
             for engine in (self.policy, self.judge):
                 if engine:

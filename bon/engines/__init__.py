@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 from bon.config import EngineConfig
-from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest
+from bon.engines.base import BackendUnavailable, Completion, Engine, EngineError, Generation, GenerationRequest
 
 BACKENDS = ("vllm", "openai", "hf")
 
-__all__ = ["BACKENDS", "Completion", "Engine", "EngineError", "Generation", "GenerationRequest",
+__all__ = ["BACKENDS", "BackendUnavailable", "Completion", "Engine", "EngineError", "Generation", "GenerationRequest",
            "create_engine", "default_backend", "check_backend"]
 
 
@@ -38,11 +38,11 @@ def default_backend() -> str:
 def check_backend(config: EngineConfig) -> None:
     """Fail early, with a line that says what to do, for a backend that cannot run."""
     if config.backend not in BACKENDS:
-        raise EngineError(f"unknown backend {config.backend!r} (choose one of {', '.join(BACKENDS)})")
+        raise BackendUnavailable(f"unknown backend {config.backend!r} (choose one of {', '.join(BACKENDS)})")
     if config.backend == "vllm" and not vllm_installed():
-        raise EngineError('the vllm backend needs vLLM: pip install "bon[vllm]" (or use --backend hf / openai)')
+        raise BackendUnavailable('the vllm backend needs vLLM: pip install "bon[vllm]" (or use --backend hf / openai)')
     if config.backend == "openai" and not config.base_url:
-        raise EngineError("the openai backend needs --base-url (for example http://127.0.0.1:8000/v1)")
+        raise BackendUnavailable("the openai backend needs --base-url (for example http://127.0.0.1:8000/v1)")
 
 
 async def create_engine(config: EngineConfig) -> Engine:

@@ -16,6 +16,10 @@ class EngineError(RuntimeError):
     """A backend failure that ends the run (one line for the user, exit 1)."""
 
 
+class BackendUnavailable(EngineError):
+    """A backend that cannot run as asked (not installed, missing URL): a usage error, exit 2."""
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     messages: list[dict[str, str]]  # chat messages; the engine applies the model's template

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from bon.config import EngineConfig
-from bon.engines.base import Completion, EngineError, Generation, GenerationRequest
+from bon.engines.base import BackendUnavailable, Completion, EngineError, Generation, GenerationRequest
 from bon.tournament.seeds import derive_seed
 
 MAX_BATCH_ROWS = 16
@@ -50,7 +50,7 @@ class HFEngine:
             dtype = "auto" if device == "cuda" else torch.float32
             model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device).eval()
         except (OSError, ValueError) as exc:
-            raise EngineError(f"cannot load model {config.model!r}: {str(exc).splitlines()[0]}") from None
+            raise BackendUnavailable(f"cannot load model {config.model!r}: {str(exc).splitlines()[0]}") from None
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -2,8 +2,8 @@
 
 n candidates take n-1 matches (fewer when identical texts meet) over ceil(log2 n) rounds.
 The order is shuffled with a generator seeded from the run seed and the record id. With an
-odd count, one candidate sits the round out (a bye): the one with the fewest byes so far,
-the latest in the order among those, so nobody gets two byes in a row when avoidable.
+odd count, one candidate sits the round out (a bye): never the one that sat out the last round,
+then the one with the fewest byes so far, the latest in the order among those.
 Candidates with identical text never play each other: the lower index goes through
 without a judge call.
 """
@@ -45,6 +45,7 @@ async def knockout(candidates: list[str], ask: Ask, config: TournamentConfig, re
     byes = [0] * len(candidates)
     tournament = Tournament(winner=order[0], seed=config.seed)
     matches_played = 0
+    last_bye = None
 
     async def play(a: int, b: int, round_no: int, slot: int, match_no: int) -> Match:
         if candidates[a] == candidates[b]:
@@ -55,10 +56,12 @@ async def knockout(candidates: list[str], ask: Ask, config: TournamentConfig, re
     while len(order) > 1:
         bye = None
         if len(order) % 2:
-            # min() keeps the first minimum it meets; walk from the end so the latest wins.
-            pick = min(reversed(range(len(order))), key=lambda i: byes[order[i]])
+            # Fewest byes first, never last round's bye again; min() keeps the first
+            # minimum it meets, so walking from the end makes the latest one win ties.
+            pick = min(reversed(range(len(order))), key=lambda i: (order[i] == last_bye, byes[order[i]]))
             bye = order.pop(pick)
             byes[bye] += 1
+        last_bye = bye
         pairs = [(order[i], order[i + 1]) for i in range(0, len(order), 2)]
         round_no = len(tournament.rounds)
         matches = list(

@@ -1,0 +1,43 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import bon.engines
+from bon.engines.scripted import ScriptedEngine
+
+SMOLLM2 = Path(os.environ.get("BON_CACHE", Path.home() / ".cache" / "bon")) / "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Every engine the CLI creates is this scripted one (prefers the longer answer)."""
+    engine = ScriptedEngine()
+    created = []
+
+    async def create_engine(config):
+        created.append(config)
+        return engine
+
+    monkeypatch.setattr(bon.engines, "create_engine", create_engine)
+    engine.created = created
+    return engine
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    """The real SmolLM2-135M-Instruct folder; its absence is a failure, never a skip."""
+    assert (SMOLLM2 / "config.json").exists(), (
+        f"real model missing at {SMOLLM2}: run `make model` (make test builds it)"
+    )
+    return str(SMOLLM2)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def read_jsonl(text: str):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
