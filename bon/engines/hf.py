@@ -29,7 +29,8 @@ class HFEngine:
         self.tokenizer, self.model, self.device = tokenizer, model, device
         self.max_batch_rows = int(config.extra.get("max_batch_rows", MAX_BATCH_ROWS))
         self._pending: list[_Pending] = []
-        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         eos = model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
@@ -57,7 +58,10 @@ class HFEngine:
         return cls(config, tokenizer, model, device)
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # loaded in a thread; may serve more than one event loop in its life
+            self._loop, self._wakeup, self._worker = loop, asyncio.Event(), None
+        future = loop.create_future()
         self._pending.append(_Pending(request, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._serve())

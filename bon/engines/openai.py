@@ -36,6 +36,7 @@ class OpenAIEngine:
         )
         self._slots = asyncio.Semaphore(int(config.extra.get("concurrency", DEFAULT_CONCURRENCY)))
         self._n_supported = True
+        self._send_seed = config.request_seed
 
     def _scrub(self, text: str) -> str:
         """Error text never carries the API key, whatever the server echoed."""
@@ -62,7 +63,7 @@ class OpenAIEngine:
         )
 
     async def _call(self, request: GenerationRequest) -> Generation:
-        extra = {} if request.seed is None else {"seed": request.seed}
+        extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
         async with self._slots:
             try:
                 response = await self.client.chat.completions.create(
