@@ -7,6 +7,7 @@ input (nothing is sampled or judged for a file with a bad line). `--debug` shows
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -289,6 +290,20 @@ async def _threaded(iterator: Iterator):
         yield item
 
 
+def _data_stdout():
+    """stdout reserved for records: anything else that writes to fd 1 (engine logs, worker
+    processes, native libraries) is sent to stderr instead."""
+    try:
+        if sys.stdout.fileno() != 1:
+            return sys.stdout
+    except (AttributeError, OSError, ValueError):  # not a real file (tests' capture)
+        return sys.stdout
+    sys.stdout.flush()
+    data = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    return data
+
+
 def _execute(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
     from bon.engines import BackendUnavailable, EngineError
     from bon.prompts import TemplateError
@@ -357,7 +372,7 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
         tournament = TournamentConfig(votes=judging.votes, max_votes=judging.max_votes, seed=common.seed)
         make_judge = lambda engine: Judge(engine, j_template, judge_sampling, tournament, progress.on_generation)  # noqa: E731
 
-    out_stream = open(common.output, "w", encoding="utf-8") if common.output else sys.stdout
+    out_stream = open(common.output, "w", encoding="utf-8") if common.output else _data_stdout()
     try:
         pipeline = Pipeline(
             writer=RecordWriter(out_stream), concurrency=common.concurrency,

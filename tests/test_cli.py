@@ -201,3 +201,12 @@ def test_help_lists_every_option_with_defaults():
                    "--base-url", "--api-key-env", "--query-field", "--candidates-field", "--concurrency"):
         assert option in result.stdout
     assert "8192" in result.stdout and "Reward-Reasoning/RRM-7B" in result.stdout
+
+
+def test_import_and_help_load_neither_torch_nor_vllm():
+    code = ("import sys; from typer.testing import CliRunner; from bon.cli import app; "
+            "CliRunner().invoke(app, ['run', '--help']); "
+            "print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))")
+    import subprocess, sys
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 
 from bon.config import EngineConfig
 from bon.engines.base import Completion, EngineError, Generation, GenerationRequest
@@ -25,6 +26,9 @@ class VLLMEngine:
 
     @classmethod
     async def load(cls, config: EngineConfig) -> "VLLMEngine":
+        # vLLM logs to stdout by default; stdout is for records. Set before the import so
+        # the engine's worker processes inherit it.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM

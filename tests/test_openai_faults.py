@@ -1,0 +1,131 @@
+"""The openai backend's failure handling, against a small fault-injecting server on loopback."""
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bon.config import EngineConfig
+from bon.engines.base import EngineError, GenerationRequest
+from bon.engines.openai import OpenAIEngine
+
+VERDICT = "<think>ok</think>\\boxed{Assistant 1}"
+
+
+class FaultyServer:
+    """Answers chat completions; `script` lists the status to give each request (200 = answer)."""
+
+    def __init__(self, script=(), refuse_n=False):
+        self.script = list(script)
+        self.refuse_n = refuse_n
+        self.bodies = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.bodies.append({"body": body, "auth": self.headers.get("Authorization")})
+                status = owner.script.pop(0) if owner.script else 200
+                if status == 200 and owner.refuse_n and body.get("n", 1) > 1:
+                    status = 400
+                if status != 200:
+                    payload = {"error": {"message": "n>1 is not supported" if status == 400 else "busy", "code": status}}
+                    data = json.dumps(payload).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    if status == 429:
+                        self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                n = body.get("n", 1)
+                data = json.dumps({
+                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": i, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": VERDICT}} for i in range(n)],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 4 * n, "total_tokens": 10 + 4 * n},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server_factory():
+    servers = []
+
+    def make(**kwargs):
+        servers.append(FaultyServer(**kwargs))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def ask(server, n=3, retries=3, seed=7):
+    engine = OpenAIEngine(EngineConfig("openai", "judge", base_url=server.url, max_retries=retries, request_timeout=5))
+
+    async def go():
+        try:
+            return await engine.generate(GenerationRequest([{"role": "user", "content": "q"}], n, 0.6, 1.0, 16, seed))
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+
+
+def test_retries_through_500_and_429(server_factory):
+    server = server_factory(script=[500, 429, 503])
+    generation = ask(server)
+    assert len(generation.completions) == 3 and len(server.bodies) == 4
+    assert generation.completions[0].text == VERDICT
+
+
+def test_gives_up_after_the_retry_budget_with_one_line(server_factory):
+    server = server_factory(script=[500] * 10)
+    with pytest.raises(EngineError, match="answered 500"):
+        ask(server, retries=2)
+    assert len(server.bodies) == 3
+
+
+def test_falls_back_to_separate_requests_when_n_is_refused(server_factory):
+    server = server_factory(refuse_n=True)
+    generation = ask(server, n=3, seed=100)
+    assert len(generation.completions) == 3
+    singles = [b["body"] for b in server.bodies[1:]]
+    assert all(b["n"] == 1 for b in singles)
+    assert sorted(b["seed"] for b in singles) == [100, 101, 102]  # distinct per-sample seeds
+    assert all(c.completion_tokens == 4 for c in generation.completions)  # exact per sample when n=1
+
+
+def test_api_key_is_sent_only_as_the_header(server_factory, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-very-secret")
+    server = server_factory(script=[401])
+    engine = OpenAIEngine(EngineConfig("openai", "judge", base_url=server.url, api_key_env="MY_KEY", max_retries=0))
+
+    async def go():
+        try:
+            await engine.generate(GenerationRequest([{"role": "user", "content": "q"}], 1, 0.6, 1.0, 16, 1))
+        finally:
+            await engine.close()
+
+    with pytest.raises(EngineError) as info:
+        asyncio.run(go())
+    assert server.bodies[0]["auth"] == "Bearer sk-very-secret"
+    assert "sk-very-secret" not in str(info.value)
