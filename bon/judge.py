@@ -7,10 +7,12 @@ itself stays pure and only sees the `ask` function built here.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from dataclasses import asdict, dataclass
 
 from bon.config import SamplingConfig, TournamentConfig
-from bon.engines.base import Engine, GenerationRequest
+from bon.engines.base import Completion, Engine, GenerationRequest
 from bon.prompts import Template
 from bon.records import Record
 from bon.tournament import Ask, Vote, derive_seed, knockout
@@ -33,6 +35,15 @@ class Usage:
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
+
+
+def to_vote(first: int, second: int, completion: Completion, usage: Usage) -> Vote:
+    """A judge completion as a vote for a candidate index (or an invalid vote with its reason)."""
+    verdict = parse_verdict(completion.text, completion.finish_reason)
+    chosen = None if verdict.position is None else (first, second)[verdict.position - 1]
+    usage.invalid_votes += chosen is None
+    return Vote(first, second, chosen, completion.text, completion.finish_reason,
+                completion.completion_tokens, verdict.reason)
 
 
 class Sampler:
@@ -79,9 +90,11 @@ class Sampler:
 class Judge:
     """Runs a record's knockout tournament with the RRM as the judge of every match."""
 
-    def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, tournament: TournamentConfig, on_generation=None):
+    def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, tournament: TournamentConfig,
+                 on_generation=None, on_match=None):
         self.engine, self.template, self.sampling, self.tournament = engine, template, sampling, tournament
         self.on_generation = on_generation  # progress callback(samples, completion_tokens)
+        self.on_match = on_match  # progress callback(match)
 
     def asker(self, question: str, candidates: list[str], usage: Usage) -> Ask:
         async def ask(first: int, second: int, k: int, seed: int) -> list[Vote]:
@@ -96,16 +109,7 @@ class Judge:
             usage.judge_completion_tokens += generation.completion_tokens
             if self.on_generation:
                 self.on_generation(len(generation.completions), generation.completion_tokens)
-            votes = []
-            for completion in generation.completions:
-                verdict = parse_verdict(completion.text, completion.finish_reason)
-                chosen = None if verdict.position is None else (first, second)[verdict.position - 1]
-                usage.invalid_votes += chosen is None
-                votes.append(
-                    Vote(first, second, chosen, completion.text, completion.finish_reason,
-                         completion.completion_tokens, verdict.reason)
-                )
-            return votes
+            return [to_vote(first, second, completion, usage) for completion in generation.completions]
 
         return ask
 
@@ -113,7 +117,7 @@ class Judge:
         assert record.candidates is not None
         usage = Usage()
         result = await knockout(record.candidates, self.asker(record.question, record.candidates, usage),
-                                self.tournament, record.id)
+                                self.tournament, record.id, self.on_match)
         record.output.update(
             candidates=record.candidates,
             best=record.candidates[result.winner],
@@ -122,3 +126,50 @@ class Judge:
             usage=usage.to_json(),
         )
         return usage
+
+
+async def compare(judge: Judge, question: str, answers: list[str], on_vote=None, on_text=None):
+    """One match between two answers, for a person watching: votes run one at a time and,
+    where the engine streams, their text arrives through `on_text` as it is generated.
+
+    on_vote(number, first, second) is called before each vote. Returns (Match, Usage).
+    """
+    from bon.engines.base import StreamingEngine
+    from bon.tournament import decide_match
+
+    usage = Usage()
+    batch_ask = judge.asker(question, answers, usage)
+    one_at_a_time = asyncio.Lock()
+    counter = itertools.count(1)
+    streaming = isinstance(judge.engine, StreamingEngine) and on_text is not None
+
+    async def ask(first: int, second: int, k: int, seed: int) -> list[Vote]:
+        async with one_at_a_time:
+            if not streaming:
+                votes = []
+                for i in range(k):
+                    if on_vote:
+                        on_vote(next(counter), first, second)
+                    votes += await batch_ask(first, second, 1, seed + i)
+                return votes
+            votes = []
+            messages = judge.template.render(question=question, answer1=answers[first], answer2=answers[second])
+            for i in range(k):
+                if on_vote:
+                    on_vote(next(counter), first, second)
+                request = GenerationRequest(messages, 1, judge.sampling.temperature, judge.sampling.top_p,
+                                            judge.sampling.max_tokens, seed + i)
+                completion = None
+                async for piece in judge.engine.stream(request):
+                    if isinstance(piece, Completion):
+                        completion = piece
+                    else:
+                        on_text(piece)
+                usage.judge_requests += 1
+                usage.judge_samples += 1
+                usage.judge_completion_tokens += completion.completion_tokens or 0
+                votes.append(to_vote(first, second, completion, usage))
+            return votes
+
+    match = await decide_match(0, 1, ask, judge.tournament, derive_seed(judge.tournament.seed, "compare"))
+    return match, usage

@@ -20,6 +20,7 @@ from typing import TypeVar
 from bon.engines.base import Engine
 from bon.judge import Judge, Sampler, Usage
 from bon.records import Record, RecordWriter, output_record
+from bon.show import Summary
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -100,17 +101,17 @@ class RunStats:
     records: int = 0
     sampled: int = 0
     usage: Usage = field(default_factory=Usage)
+    judged: Summary = field(default_factory=Summary)
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> str:
-        u = self.usage
-        elapsed = time.monotonic() - self.started
-        parts = [f"{self.records} records"]
+        """One line for stderr at the end of a run."""
+        parts = [self.judged.line()]
         if self.sampled:
             parts.append(f"{self.sampled} sampled")
-        parts.append(f"{u.judge_samples} judge samples ({u.invalid_votes} invalid)")
-        parts.append(f"{u.judge_completion_tokens} judge tokens")
-        parts.append(f"{elapsed:.1f}s")
+        if self.usage.judge_completion_tokens:
+            parts.append(f"{self.usage.judge_completion_tokens} judge tokens")
+        parts.append(f"{time.monotonic() - self.started:.1f}s")
         return "bon: " + ", ".join(parts)
 
 
@@ -143,7 +144,9 @@ class Pipeline:
         return record
 
     def _emit(self, record: Record) -> None:
-        self.writer.write(output_record(record))
+        out = output_record(record)
+        self.writer.write(out)
+        self.stats.judged.add(out)
         self.stats.records += 1
         if self.progress:
             self.progress(record)

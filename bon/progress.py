@@ -14,6 +14,7 @@ class RunProgress:
         self.console = Console(stderr=True)
         self.enabled = enabled and sys.stderr.isatty()
         self.samples = 0
+        self.matches = 0
         self.tokens = 0
         self.started = time.monotonic()
         self._progress = None
@@ -36,9 +37,18 @@ class RunProgress:
     def on_generation(self, samples: int, tokens: int) -> None:
         self.samples += samples
         self.tokens += tokens
+        self._refresh()
+
+    def on_match(self, _match) -> None:
+        self.matches += 1
+        self._refresh()
+
+    def _refresh(self) -> None:
         if self._progress:
             rate = self.tokens / max(time.monotonic() - self.started, 1e-9)
-            self._progress.update(self._task, judge=f"judge samples {self.samples} · {rate:,.0f} tok/s")
+            self._progress.update(
+                self._task, judge=f"matches {self.matches} · judge samples {self.samples} · {rate:,.0f} tok/s"
+            )
 
     def on_record(self, _record) -> None:
         if self._progress:

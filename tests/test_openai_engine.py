@@ -115,3 +115,17 @@ def test_unreachable_server_ends_the_run_with_one_line(tmp_path):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert SECRET not in result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_compare_streams_from_the_real_server(server):
+    result = subprocess.run(
+        [sys.executable, "-m", "bon", "compare", "--query", "What is 2 + 2?", "4", "5", "--judge", "smol",
+         "--base-url", server, "--no-request-seed", "--votes", "2", "--judge-max-tokens", "16"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "vote 1" in out and "vote 2" in out and "winner: answer" in out
+    # Something was generated between the vote headers: the streamed reasoning.
+    between = out.split("vote 1", 1)[1].split("vote 2", 1)[0]
+    assert len(between.strip()) > len(": answer A shown first")

@@ -8,8 +8,9 @@ thousand tournaments can simply await their own matches.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class EngineError(RuntimeError):
@@ -50,3 +51,10 @@ class Engine(Protocol):
     async def generate(self, request: GenerationRequest) -> Generation: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingEngine(Protocol):
+    """An engine that can also stream one sample: text pieces, then the whole Completion."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]: ...

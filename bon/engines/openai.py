@@ -98,6 +98,39 @@ class OpenAIEngine:
             usage.completion_tokens if usage else 0,
         )
 
+    async def stream(self, request: GenerationRequest):
+        """One sample, streamed: text pieces as they come, then the whole Completion."""
+        extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
+        pieces: list[str] = []
+        finish, tokens, thinking = "stop", None, False
+        try:
+            stream = await self.client.chat.completions.create(
+                model=self.model, messages=request.messages, n=1, temperature=request.temperature,
+                top_p=request.top_p, max_tokens=request.max_tokens, stream=True,
+                stream_options={"include_usage": True}, **extra,
+            )
+            async for chunk in stream:
+                if chunk.usage:
+                    tokens = chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+                    piece = reasoning or ""
+                    thinking = thinking or bool(reasoning)
+                    if delta.content:
+                        if thinking:  # close the thinking a reasoning parser split off
+                            piece += "\n</think>\n\n"
+                            thinking = False
+                        piece += delta.content
+                    if piece:
+                        pieces.append(piece)
+                        yield piece
+                    if choice.finish_reason:
+                        finish = "length" if choice.finish_reason == "length" else "stop"
+        except self._openai.APIError as exc:
+            raise self._error(exc) from None
+        yield Completion("".join(pieces), finish, tokens)
+
     def _error(self, exc: Exception) -> EngineError:
         if isinstance(exc, self._openai.APITimeoutError):
             what = "timed out"

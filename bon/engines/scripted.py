@@ -58,3 +58,13 @@ class ScriptedEngine:
 
     async def close(self) -> None:
         pass
+
+    async def stream(self, request: GenerationRequest):
+        """The same judgment as generate() with n=1, in word-sized pieces."""
+        generation = await self.generate(GenerationRequest(request.messages, 1, request.temperature,
+                                                           request.top_p, request.max_tokens, request.seed))
+        (completion,) = generation.completions
+        for piece in completion.text.split(" "):
+            yield piece + " "
+            await asyncio.sleep(0)
+        yield completion

@@ -47,7 +47,7 @@ class VLLMEngine:
         # the engine-level seed makes runs reproducible instead.
         return cls(config, llm, tokenizer, per_request_seed=not on_cpu)
 
-    async def generate(self, request: GenerationRequest) -> Generation:
+    def _prepare(self, request: GenerationRequest, kind: str):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -59,8 +59,27 @@ class VLLMEngine:
             top_p=request.top_p,
             max_tokens=request.max_tokens,
             seed=request.seed if self.per_request_seed else None,
-            output_kind=RequestOutputKind.FINAL_ONLY,
+            output_kind=getattr(RequestOutputKind, kind),
         )
+        return prompt_ids, params
+
+    async def stream(self, request: GenerationRequest):
+        """One sample, streamed: text pieces as the engine makes them, then the Completion."""
+        prompt_ids, params = self._prepare(GenerationRequest(request.messages, 1, request.temperature,
+                                                             request.top_p, request.max_tokens, request.seed), "DELTA")
+        pieces, tokens, finish = [], 0, "stop"
+        async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=f"bon-{next(self._ids)}"):
+            sample = output.outputs[0]
+            tokens += len(sample.token_ids)
+            if sample.text:
+                pieces.append(sample.text)
+                yield sample.text
+            if sample.finish_reason:
+                finish = "length" if sample.finish_reason == "length" else "stop"
+        yield Completion("".join(pieces), finish, tokens)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        prompt_ids, params = self._prepare(request, "FINAL_ONLY")
         final = None
         async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=f"bon-{next(self._ids)}"):
             final = output

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from bon.config import TournamentConfig
 from bon.tournament.seeds import derive_seed
@@ -38,7 +38,11 @@ class Tournament:
         }
 
 
-async def knockout(candidates: list[str], ask: Ask, config: TournamentConfig, record_id: str | int) -> Tournament:
+async def knockout(
+    candidates: list[str], ask: Ask, config: TournamentConfig, record_id: str | int,
+    on_match: Callable[[Match], None] | None = None,
+) -> Tournament:
+    """Play the bracket; `on_match` (optional) hears of every decided match, e.g. for progress."""
     record_seed = derive_seed(config.seed, record_id)
     order = list(range(len(candidates)))
     random.Random(record_seed).shuffle(order)
@@ -49,9 +53,13 @@ async def knockout(candidates: list[str], ask: Ask, config: TournamentConfig, re
 
     async def play(a: int, b: int, round_no: int, slot: int, match_no: int) -> Match:
         if candidates[a] == candidates[b]:
-            return Match(a, b, min(a, b), IDENTICAL)
-        seed = derive_seed(record_seed, round_no, slot)
-        return await decide_match(a, b, ask, config, seed, extra_to_a_first=match_no % 2 == 0)
+            match = Match(a, b, min(a, b), IDENTICAL)
+        else:
+            seed = derive_seed(record_seed, round_no, slot)
+            match = await decide_match(a, b, ask, config, seed, extra_to_a_first=match_no % 2 == 0)
+        if on_match:
+            on_match(match)
+        return match
 
     while len(order) > 1:
         bye = None
