@@ -67,6 +67,14 @@ System = Annotated[Optional[str], typer.Option(help="System prompt for the polic
 JudgeModel = Annotated[str, typer.Option(help="Judge model (an RRM): Hugging Face id, local folder, or a server's model name.")]
 Votes = Annotated[int, typer.Option(min=1, help="Judgments per match, split evenly between the two orders.")]
 MaxVotes = Annotated[Optional[int], typer.Option(min=1, help="Vote budget per match when there is no majority; then a seeded coin decides. [default: 2 × votes]", show_default=False)]
+class Strategy(str, Enum):
+    knockout = "knockout"
+    elo = "elo"
+
+
+StrategyOpt = Annotated[Strategy, typer.Option(help="knockout: n-1 matches; elo: every pair (round-robin), Bradley-Terry ratings.")]
+MaxPairs = Annotated[Optional[int], typer.Option(min=1, help="elo: play only this many pairs, balanced so every candidate plays about equally. [default: all]", show_default=False)]
+EarlyStop = Annotated[bool, typer.Option(help="Stop drawing a match's votes once the majority is decided (first ⌈K/2⌉, then only what could change it).")]
 JudgeBackend = Annotated[Optional[Backend], typer.Option(help="Backend for the judge (overrides --backend).", show_default=False)]
 JudgeBaseUrl = Annotated[Optional[str], typer.Option(help="Server for the judge (overrides --base-url).", show_default=False)]
 JudgeTemperature = Annotated[float, typer.Option(min=0.0, help="Judge temperature (RRM published: 0.6).")]
@@ -125,6 +133,9 @@ class JudgeSettings:
     judge: str
     votes: int
     max_votes: Optional[int]
+    strategy: Strategy
+    max_pairs: Optional[int]
+    early_stop: bool
     backend: Optional[Backend]
     base_url: Optional[str]
     temperature: float
@@ -155,6 +166,9 @@ def run(
     n: N = defaults.DEFAULT_N,
     votes: Votes = defaults.DEFAULT_VOTES,
     max_votes: MaxVotes = None,
+    strategy: StrategyOpt = Strategy.knockout,
+    max_pairs: MaxPairs = None,
+    early_stop: EarlyStop = False,
     seed: Seed = 0,
     backend: BackendOpt = None,
     policy_backend: PolicyBackend = None,
@@ -188,7 +202,7 @@ def run(
                     backend, base_url, api_key_env, request_timeout, max_retries, request_seed)
     sampling = SampleSettings(policy, n, policy_backend, policy_base_url, policy_temperature, policy_top_p,
                               policy_max_tokens, system)
-    judging = JudgeSettings(judge, votes, max_votes, judge_backend, judge_base_url, judge_temperature,
+    judging = JudgeSettings(judge, votes, max_votes, strategy, max_pairs, early_stop, judge_backend, judge_base_url, judge_temperature,
                             judge_top_p, judge_max_tokens, judge_template)
     _execute(common, sampling, judging)
 
@@ -230,6 +244,9 @@ def select(
     judge: JudgeModel = defaults.DEFAULT_JUDGE,
     votes: Votes = defaults.DEFAULT_VOTES,
     max_votes: MaxVotes = None,
+    strategy: StrategyOpt = Strategy.knockout,
+    max_pairs: MaxPairs = None,
+    early_stop: EarlyStop = False,
     seed: Seed = 0,
     backend: BackendOpt = None,
     base_url: BaseUrl = None,
@@ -250,7 +267,7 @@ def select(
     """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
                     backend, base_url, api_key_env, request_timeout, max_retries, request_seed)
-    judging = JudgeSettings(judge, votes, max_votes, None, None, judge_temperature, judge_top_p,
+    judging = JudgeSettings(judge, votes, max_votes, strategy, max_pairs, early_stop, None, None, judge_temperature, judge_top_p,
                             judge_max_tokens, judge_template)
     _execute(common, None, judging)
 
@@ -388,6 +405,166 @@ def _compare(common, judge_model, votes, max_votes, temperature, top_p, max_toke
     )
 
 
+@app.command("eval")
+def eval_(
+    input: Annotated[str, typer.Argument(help="RewardBench-style JSONL (prompt, chosen, rejected, optional subset), or -.", show_default=False)],
+    judge: JudgeModel = defaults.DEFAULT_JUDGE,
+    votes: Votes = defaults.DEFAULT_VOTES,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write each pair with its votes and score here.", show_default=False)] = None,
+    prompt_field: Annotated[str, typer.Option(help="Field holding the prompt.")] = "prompt",
+    chosen_field: Annotated[str, typer.Option(help="Field holding the better response.")] = "chosen",
+    rejected_field: Annotated[str, typer.Option(help="Field holding the worse response.")] = "rejected",
+    subset_field: Annotated[str, typer.Option(help="Field naming the pair's subset (optional in records).")] = "subset",
+    seed: Seed = 0,
+    backend: BackendOpt = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    judge_temperature: JudgeTemperature = defaults.JUDGE_TEMPERATURE,
+    judge_top_p: JudgeTopP = defaults.JUDGE_TOP_P,
+    judge_max_tokens: JudgeMaxTokens = defaults.JUDGE_MAX_TOKENS,
+    judge_template: JudgeTemplate = None,
+    concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY,
+    request_timeout: RequestTimeout = 600.0,
+    max_retries: MaxRetries = 5,
+    request_seed: RequestSeed = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (`accuracy` at the top level).")] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Pairwise accuracy of a judge on labelled pairs, overall, per subset and per vote count.
+
+    Each pair gets --votes judgments split across both orders; a pair whose votes split
+    evenly counts as half right (RewardBench's convention).
+    """
+    common = Common(input, output, prompt_field, "candidates", seed, concurrency, quiet, debug, backend, base_url,
+                    api_key_env, request_timeout, max_retries, request_seed)
+    try:
+        _eval(common, judge, votes, SamplingConfig(judge_temperature, judge_top_p, judge_max_tokens), judge_template,
+              (prompt_field, chosen_field, rejected_field, subset_field), as_json)
+    except Exception as exc:
+        _fail(exc, debug, source=input)
+
+
+def _eval(common: Common, judge_model: str, votes: int, sampling: SamplingConfig, template_path, names, as_json) -> None:
+    import json as _json
+
+    from bon.engines import check_backend, create_engine
+    from bon.evaluate import EvalReport, PairFields, judge_pair, read_pairs
+    from bon.judge import Judge, Usage
+    from bon.pipeline import ordered_map
+    from bon.prompts import judge_template
+    from bon.show import make_console
+
+    fields = PairFields(*names)
+    if common.input != "-":
+        sum(1 for _ in read_pairs(_input_lines(common.input), fields))  # check every line before loading a model
+    config = common.engine(judge_model, None, None)
+    check_backend(config)
+    template = judge_template(template_path)
+    report = EvalReport(votes)
+    out = open(common.output, "w", encoding="utf-8") if common.output else None
+
+    async def go():
+        engine = await create_engine(config)
+        judge = Judge(engine, template, sampling, TournamentConfig(votes=votes, seed=common.seed))
+        try:
+            async def one(pair):
+                ask = judge.asker(pair.prompt, [pair.chosen, pair.rejected], Usage())
+                return pair, await judge_pair(ask, pair, votes, common.seed)
+
+            async def source():
+                for pair in read_pairs(_input_lines(common.input), fields):
+                    yield pair
+
+            async for pair, pair_votes in ordered_map(source(), one, common.concurrency):
+                score = report.add(pair, pair_votes)
+                if out:
+                    out.write(_json.dumps({"id": pair.id, "subset": pair.subset, "score": score,
+                                           "votes": [v.to_json() for v in pair_votes]}, ensure_ascii=False) + "\n")
+                    out.flush()
+        finally:
+            await engine.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        if out:
+            out.close()
+    figures = report.to_json()
+    if as_json:
+        typer.echo(_json.dumps(figures, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"pairwise accuracy of {judge_model} ({votes} votes per pair; split votes count half)")
+    for column in ("", "accuracy", "95% CI", "pairs"):
+        table.add_column(column, justify="left" if not column else "right")
+
+    def row(name, stats):
+        ci = stats.get("ci95")
+        table.add_row(name, "–" if stats["accuracy"] is None else f"{stats['accuracy']:.1%}",
+                      "–" if not ci else f"{ci[0]:.1%}–{ci[1]:.1%}", str(stats.get("n", stats.get("pairs"))))
+
+    row("all", {"accuracy": figures["accuracy"], "ci95": figures["ci95"], "n": figures["pairs"]})
+    for name, stats in figures["subsets"].items():
+        row(f"  {name}", stats)
+    console = make_console()
+    console.print(table)
+    by_votes = "  ".join(f"{k}: {'–' if a is None else f'{a:.1%}'}" for k, a in figures["accuracy_by_votes"].items())
+    console.print(f"accuracy by votes  {by_votes}")
+    invalid = "–" if figures["invalid_rate"] is None else f"{figures['invalid_rate']:.1%}"
+    first = "–" if figures["first_position_win_rate"] is None else f"{figures['first_position_win_rate']:.1%}"
+    console.print(f"invalid votes {invalid}  ·  first-position win rate {first}  ·  {figures['judge_samples']} judge samples")
+
+
+class Check(str, Enum):
+    exact = "exact"
+    math = "math"
+
+
+@app.command()
+def score(
+    file: Annotated[str, typer.Argument(help="A bon output file (with candidates and best), or -.", show_default=False)],
+    reference_field: Annotated[str, typer.Option(help="Field holding the reference answer.")] = "answer",
+    check: Annotated[Check, typer.Option(help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify.")] = Check.exact,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Best-of-N accuracy against references: bon's pick beside the oracle, the first candidate
+    and the majority vote over final answers."""
+    import json as _json
+
+    from bon.evaluate import Checker, ScoreReport
+    from bon.show import load_records, make_console
+
+    try:
+        checker = Checker(check.value)
+    except ImportError as exc:
+        typer.echo(f"bon: error: {exc}", err=True)
+        raise typer.Exit(2)
+    try:
+        handle = sys.stdin if file == "-" else open(file, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"bon: error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(2)
+    report = ScoreReport()
+    with handle:
+        for record in load_records(handle):
+            report.add(record, reference_field, checker)
+    figures = report.to_json()
+    if as_json:
+        typer.echo(_json.dumps(figures, indent=2))
+        return
+    if not figures["records"]:
+        typer.echo(f"bon: error: no record in {file} has candidates, best and `{reference_field}`", err=True)
+        raise typer.Exit(2)
+    console = make_console()
+    for label, key in (("bon's pick", "accuracy"), ("oracle (any candidate right)", "oracle"),
+                       ("first candidate", "first_candidate"), ("majority vote of answers", "majority_vote")):
+        console.print(f"{label:<30} {figures[key]:.1%}")
+    console.print(f"{figures['records']} records scored ({check.value})"
+                  + (f", {figures['skipped']} skipped (no reference or candidates)" if figures["skipped"] else ""))
+
+
 # ---- execution ----
 
 def _input_lines(path: str) -> Iterator[bytes]:
@@ -507,7 +684,9 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
         make_sampler = lambda engine: Sampler(engine, p_template, sampling_cfg, sampling.n, common.seed, sampling.system)  # noqa: E731
     if judging:
         judge_sampling = SamplingConfig(judging.temperature, judging.top_p, judging.max_tokens)
-        tournament = TournamentConfig(votes=judging.votes, max_votes=judging.max_votes, seed=common.seed)
+        tournament = TournamentConfig(votes=judging.votes, max_votes=judging.max_votes, seed=common.seed,
+                                      early_stop=judging.early_stop, strategy=judging.strategy.value,
+                                      max_pairs=judging.max_pairs)
         make_judge = lambda engine: Judge(engine, j_template, judge_sampling, tournament, progress.on_generation, progress.on_match)  # noqa: E731
 
     out_stream = open(common.output, "w", encoding="utf-8") if common.output else _data_stdout()

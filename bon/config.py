@@ -47,6 +47,9 @@ class TournamentConfig:
     votes: int = DEFAULT_VOTES
     max_votes: int | None = None  # None: 2 × votes (at least votes + 2)
     seed: int = 0
+    early_stop: bool = False  # stop drawing a match's votes once the majority is decided
+    strategy: str = "knockout"  # or "elo": round-robin with Bradley–Terry ratings
+    max_pairs: int | None = None  # elo: play only this many pairs, balanced across candidates
 
     @property
     def vote_budget(self) -> int:

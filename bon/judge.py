@@ -15,7 +15,8 @@ from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.base import Completion, Engine, GenerationRequest
 from bon.prompts import Template
 from bon.records import Record
-from bon.tournament import Ask, Vote, derive_seed, knockout
+from bon.tournament import Ask, Vote, derive_seed, knockout, round_robin
+from bon.tournament.elo import elo_fields
 from bon.verdict import parse_verdict
 
 
@@ -28,6 +29,7 @@ class Usage:
     judge_prompt_tokens: int = 0
     judge_completion_tokens: int = 0
     invalid_votes: int = 0
+    votes_saved: int = 0  # by --early-stop
 
     def add(self, other: "Usage") -> None:
         for name, value in asdict(other).items():
@@ -116,12 +118,20 @@ class Judge:
     async def select(self, record: Record) -> Usage:
         assert record.candidates is not None
         usage = Usage()
-        result = await knockout(record.candidates, self.asker(record.question, record.candidates, usage),
-                                self.tournament, record.id, self.on_match)
+        ask = self.asker(record.question, record.candidates, usage)
+        extra = {}
+        if self.tournament.strategy == "elo":
+            result, scores = await round_robin(record.candidates, ask, self.tournament, record.id,
+                                               self.tournament.max_pairs, self.on_match)
+            extra = elo_fields(result, scores)
+        else:
+            result = await knockout(record.candidates, ask, self.tournament, record.id, self.on_match)
+        usage.votes_saved = sum(m.votes_saved for matches in result.rounds for m in matches)
         record.output.update(
             candidates=record.candidates,
             best=record.candidates[result.winner],
             best_index=result.winner,
+            **extra,
             tournament=result.to_json() | {"judge": self.engine.name},
             usage=usage.to_json(),
         )

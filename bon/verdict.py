@@ -25,7 +25,7 @@ class Verdict:
     reason: str | None = None
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` whose braces close, or None."""
     start = text.rfind(_BOXED)
     while start != -1:
@@ -52,7 +52,7 @@ def parse_verdict(text: str, finish_reason: str | None) -> Verdict:
         text = text[text.rfind("</think>") + len("</think>") :]
     elif "<think>" in text:
         return Verdict(None, NO_VERDICT)  # thinking never ended: no answer was given
-    content = _last_boxed(text)
+    content = last_boxed(text)
     if content is None:
         return Verdict(None, NO_VERDICT)
     content = content.strip()

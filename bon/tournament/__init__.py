@@ -1,7 +1,8 @@
 """Pure tournament logic: no I/O, no engines. Judgments arrive through an injected `ask`."""
 
+from bon.tournament.elo import bradley_terry, round_robin
 from bon.tournament.knockout import Tournament, knockout
 from bon.tournament.voting import Ask, Match, Vote, decide_match
 from bon.tournament.seeds import derive_seed
 
-__all__ = ["Ask", "Match", "Tournament", "Vote", "decide_match", "derive_seed", "knockout"]
+__all__ = ["bradley_terry", "round_robin", "Ask", "Match", "Tournament", "Vote", "decide_match", "derive_seed", "knockout"]

@@ -25,6 +25,7 @@ class Tournament:
     winner: int
     seed: int
     rounds: list[list[Match]] = field(default_factory=list)
+    strategy: str = "knockout"
 
     @property
     def votes(self):
@@ -32,7 +33,7 @@ class Tournament:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "strategy": "knockout",
+            "strategy": self.strategy,
             "seed": self.seed,
             "rounds": [[m.to_json() for m in matches] for matches in self.rounds],
         }

@@ -3,7 +3,8 @@
 Generative judges prefer a position measurably often, so a match's votes are split as
 evenly as possible between "a shown first" and "b shown first"; with an odd count the
 extra vote alternates between the orders from match to match. The side with more valid
-votes wins. Without a majority (a tie, or too many invalid votes), balanced pairs of extra
+votes wins. With early stopping, a first wave of ⌈K/2⌉ votes goes out, then only as many
+as could still change the result (a unanimous judge settles K=5 with 3 samples). Without a majority (a tie, or too many invalid votes), balanced pairs of extra
 votes are drawn until the vote budget is spent; then a seeded coin decides. An invalid
 vote is recorded as such, never counted as half a vote.
 """
@@ -55,6 +56,7 @@ class Match:
     winner: int
     decided_by: str
     votes: list[Vote] = field(default_factory=list)
+    votes_saved: int = 0  # votes early stopping did not need to draw
 
     @property
     def tally(self) -> dict[str, int]:
@@ -72,7 +74,7 @@ class Match:
             "tally": self.tally,
             "decided_by": self.decided_by,
             "votes": [v.to_json() for v in self.votes],
-        }
+        } | ({"votes_saved": self.votes_saved} if self.votes_saved else {})
 
 
 def split_votes(votes: int, extra_to_a_first: bool) -> tuple[int, int]:
@@ -84,25 +86,49 @@ def split_votes(votes: int, extra_to_a_first: bool) -> tuple[int, int]:
 async def decide_match(
     a: int, b: int, ask: Ask, config: TournamentConfig, match_seed: int, extra_to_a_first: bool = True
 ) -> Match:
-    async def wave(a_first: int, b_first: int, wave_no: int) -> list[Vote]:
+    waves = 0
+    shown_a_first = shown_b_first = 0
+
+    async def wave(a_first: int, b_first: int) -> list[Vote]:
+        nonlocal waves, shown_a_first, shown_b_first
+        waves += 1
+        shown_a_first, shown_b_first = shown_a_first + a_first, shown_b_first + b_first
         asks = []
         if a_first:
-            asks.append(ask(a, b, a_first, derive_seed(match_seed, wave_no, "ab")))
+            asks.append(ask(a, b, a_first, derive_seed(match_seed, waves - 1, "ab")))
         if b_first:
-            asks.append(ask(b, a, b_first, derive_seed(match_seed, wave_no, "ba")))
+            asks.append(ask(b, a, b_first, derive_seed(match_seed, waves - 1, "ba")))
         return [vote for votes in await asyncio.gather(*asks) for vote in votes]
 
-    votes = await wave(*split_votes(config.votes, extra_to_a_first), 0)
-    wave_no = 0
+    def balanced(count: int) -> tuple[int, int]:
+        """Split `count` votes so the two orders stay as even as possible overall."""
+        if shown_a_first == shown_b_first:
+            return split_votes(count, extra_to_a_first)
+        return split_votes(count, shown_a_first < shown_b_first)
+
+    saved = 0
+    if config.early_stop:
+        # First ⌈K/2⌉ votes; then only as many as could still change the result.
+        votes = await wave(*split_votes((config.votes + 1) // 2, extra_to_a_first))
+        remaining = config.votes - len(votes)
+        while remaining > 0:
+            lead = abs(_lead(votes, a, b))
+            if lead > remaining:  # even every remaining vote for the other side cannot catch up
+                saved = remaining
+                break
+            draw = (remaining - lead) // 2 + 1  # the fewest that could settle it
+            votes += await wave(*balanced(draw))
+            remaining -= draw
+    else:
+        votes = await wave(*split_votes(config.votes, extra_to_a_first))
     while _lead(votes, a, b) == 0 and len(votes) + 2 <= config.vote_budget:
-        wave_no += 1
-        votes += await wave(1, 1, wave_no)
+        votes += await wave(1, 1)
 
     lead = _lead(votes, a, b)
     if lead:
-        return Match(a, b, a if lead > 0 else b, MAJORITY, votes)
+        return Match(a, b, a if lead > 0 else b, MAJORITY, votes, saved)
     coin = random.Random(derive_seed(match_seed, "coin")).random() < 0.5
-    return Match(a, b, a if coin else b, TIEBREAK, votes)
+    return Match(a, b, a if coin else b, TIEBREAK, votes, saved)
 
 
 def _lead(votes: list[Vote], a: int, b: int) -> int:

@@ -1,0 +1,234 @@
+"""Measuring a judge before trusting it: `bon eval` (pairwise accuracy) and `bon score`
+(best-of-N accuracy of bon's own output against references).
+
+The figures are pure functions of recorded votes and texts; the judging itself reuses the
+Judge's `ask`, so an eval speaks to the model exactly as a tournament does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from bon.records import InputError
+from bon.tournament.voting import Vote, split_votes
+from bon.tournament.seeds import derive_seed
+from bon.verdict import last_boxed
+
+Z95 = 1.96
+
+
+# ---------------------------------------------------------------- pairwise accuracy
+
+@dataclass(frozen=True)
+class PairFields:
+    prompt: str = "prompt"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    subset: str = "subset"
+
+
+@dataclass
+class Pair:
+    line: int
+    id: str | int
+    prompt: str
+    chosen: str
+    rejected: str
+    subset: str | None
+
+
+def read_pairs(lines: Iterable[bytes | str], fields: PairFields = PairFields()) -> Iterator[Pair]:
+    """RewardBench-style records, validated line by line (InputError names the line)."""
+    position = 0
+    for number, raw in enumerate(lines, start=1):
+        text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise InputError(number, "expected a JSON object")
+        for name in (fields.prompt, fields.chosen, fields.rejected):
+            if not isinstance(obj.get(name), str) or not obj[name].strip():
+                raise InputError(number, f"`{name}` must be a non-empty string")
+        subset = obj.get(fields.subset)
+        yield Pair(number, obj.get("id", position), obj[fields.prompt], obj[fields.chosen], obj[fields.rejected],
+                   None if subset is None else str(subset))
+        position += 1
+
+
+def interleaved(votes: list[Vote]) -> list[Vote]:
+    """Votes alternating between the two orders, so any prefix is as balanced as it can be."""
+    by_order = [[v for v in votes if v.first == 0], [v for v in votes if v.first == 1]]
+    out = []
+    for i in range(max(len(by_order[0]), len(by_order[1]))):
+        out += [order[i] for order in by_order if i < len(order)]
+    return out
+
+
+def pair_score(votes: list[Vote]) -> float:
+    """1 if more valid votes chose `chosen` (candidate 0), 0 if fewer, 0.5 on a tie.
+
+    The half point for a tie (including no valid vote at all) is RewardBench's convention.
+    """
+    chosen = sum(v.verdict == 0 for v in votes)
+    rejected = sum(v.verdict == 1 for v in votes)
+    return 1.0 if chosen > rejected else 0.0 if chosen < rejected else 0.5
+
+
+def _mean_ci(scores: list[float]) -> dict[str, Any]:
+    n = len(scores)
+    if not n:
+        return {"accuracy": None, "ci95": None, "n": 0}
+    mean = sum(scores) / n
+    variance = sum((s - mean) ** 2 for s in scores) / (n - 1) if n > 1 else 0.0
+    half = Z95 * math.sqrt(variance / n)
+    return {"accuracy": round(mean, 4), "ci95": [round(max(0.0, mean - half), 4), round(min(1.0, mean + half), 4)], "n": n}
+
+
+@dataclass
+class EvalReport:
+    votes: int
+    scores: list[float] = field(default_factory=list)
+    subsets: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    by_votes: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    samples: int = 0
+    invalid: int = 0
+    valid: int = 0
+    first_wins: int = 0
+
+    def add(self, pair: Pair, votes: list[Vote]) -> float:
+        score = pair_score(votes)
+        self.scores.append(score)
+        if pair.subset is not None:
+            self.subsets[pair.subset].append(score)
+        ordered = interleaved(votes)
+        for k in self.vote_counts():
+            self.by_votes[k].append(pair_score(ordered[:k]))
+        self.samples += len(votes)
+        for v in votes:
+            if v.verdict is None:
+                self.invalid += 1
+            else:
+                self.valid += 1
+                self.first_wins += v.verdict == v.first
+        return score
+
+    def vote_counts(self) -> list[int]:
+        counts = list(range(1, self.votes + 1, 2))
+        return counts if counts[-1] == self.votes else counts + [self.votes]
+
+    def to_json(self) -> dict[str, Any]:
+        overall = _mean_ci(self.scores)
+        return {
+            "accuracy": overall["accuracy"],
+            "ci95": overall["ci95"],
+            "pairs": overall["n"],
+            "votes": self.votes,
+            "ties_count_half": True,
+            "subsets": {name: _mean_ci(s) for name, s in sorted(self.subsets.items())},
+            "accuracy_by_votes": {str(k): _mean_ci(self.by_votes[k])["accuracy"] for k in self.vote_counts()},
+            "judge_samples": self.samples,
+            "invalid_rate": round(self.invalid / self.samples, 4) if self.samples else None,
+            "first_position_win_rate": round(self.first_wins / self.valid, 4) if self.valid else None,
+        }
+
+
+# ---------------------------------------------------------------- best-of-N accuracy
+
+def final_answer(text: str) -> str:
+    """The last \\boxed{...} content if there is one, else the whole text; spaces collapsed."""
+    boxed = last_boxed(text)
+    return " ".join((text if boxed is None else boxed).split())
+
+
+class Checker:
+    """Decides whether a response's answer matches a reference (`exact` or `math`)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        if kind == "math":
+            try:
+                from math_verify import parse, verify
+            except ImportError:
+                raise ImportError('--check math needs math-verify: pip install "bon[math]"') from None
+            self._parse, self._verify = parse, verify
+
+    def _parsed(self, text: str, gold: bool = False):
+        if gold and "$" not in text and "\\boxed" not in text:
+            text = f"${text}$"
+        return self._parse(text)
+
+    def correct(self, response: str, reference: str) -> bool:
+        if self.kind == "exact":
+            return final_answer(response) == " ".join(reference.split())
+        return bool(self._verify(self._parsed(reference, gold=True), self._parsed(response)))
+
+    def same_answer(self, x: str, y: str) -> bool:
+        if self.kind == "exact":
+            return final_answer(x) == final_answer(y)
+        px, py = self._parsed(x), self._parsed(y)
+        return bool(px) and bool(py) and bool(self._verify(px, py))
+
+
+def majority_answer(candidates: list[str], checker: Checker) -> int | None:
+    """Index of a candidate from the largest group of equivalent final answers (ties: earliest)."""
+    groups: list[list[int]] = []
+    for i, text in enumerate(candidates):
+        for group in groups:
+            if checker.same_answer(candidates[group[0]], text):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    if not groups:
+        return None
+    return max(groups, key=lambda g: (len(g), -g[0]))[0]
+
+
+@dataclass
+class ScoreReport:
+    records: int = 0
+    skipped: int = 0
+    hits: dict[str, int] = field(default_factory=lambda: {"bon": 0, "oracle": 0, "first": 0, "majority": 0})
+
+    def add(self, record: dict[str, Any], reference_field: str, checker: Checker) -> None:
+        candidates = record.get("candidates")
+        reference = record.get(reference_field)
+        if not isinstance(candidates, list) or not candidates or reference is None or "best" not in record:
+            self.skipped += 1
+            return
+        reference = str(reference)
+        self.records += 1
+        correct = [checker.correct(c, reference) for c in candidates]
+        self.hits["bon"] += checker.correct(record["best"], reference)
+        self.hits["oracle"] += any(correct)
+        self.hits["first"] += correct[0]
+        majority = majority_answer(candidates, checker)
+        self.hits["majority"] += majority is not None and correct[majority]
+
+    def to_json(self) -> dict[str, Any]:
+        rate = {k: round(v / self.records, 4) if self.records else None for k, v in self.hits.items()}
+        return {"records": self.records, "skipped": self.skipped, "accuracy": rate["bon"],
+                "oracle": rate["oracle"], "first_candidate": rate["first"], "majority_vote": rate["majority"]}
+
+
+async def judge_pair(ask, pair: Pair, votes: int, seed: int) -> list[Vote]:
+    """`votes` judgments of chosen (0) vs rejected (1), split evenly between the orders."""
+    import asyncio
+
+    chosen_first, rejected_first = split_votes(votes, True)
+    asks = []
+    if chosen_first:
+        asks.append(ask(0, 1, chosen_first, derive_seed(seed, pair.id, "eval", "chosen-first")))
+    if rejected_first:
+        asks.append(ask(1, 0, rejected_first, derive_seed(seed, pair.id, "eval", "rejected-first")))
+    return [v for batch in await asyncio.gather(*asks) for v in batch]

@@ -1,0 +1,128 @@
+"""Round-robin ("ELO" in the RRM paper): every pair meets, ratings come from the results.
+
+Ratings are a Bradley–Terry fit, not sequential Elo updates: sequential Elo depends on the
+order results arrive in (and so on scheduling); a Bradley–Terry maximum-likelihood fit
+depends only on the win counts. A weak prior — every candidate drew one virtual game
+(a win and a loss) against a fixed reference of strength 1 — keeps ratings finite when one
+candidate wins everything. Ratings are reported on an Elo-like scale:
+1500 + 400·log10(strength), so 400 points mean 10:1 odds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+from typing import Any, Callable
+
+from bon.config import TournamentConfig
+from bon.tournament.knockout import Tournament
+from bon.tournament.seeds import derive_seed
+from bon.tournament.voting import IDENTICAL, Ask, Match, decide_match
+
+PRIOR_GAMES = 1.0  # virtual wins and losses against the reference, per candidate
+
+
+def bradley_terry(n: int, wins: dict[tuple[int, int], float], iterations: int = 10_000) -> list[float]:
+    """Elo-scale ratings from wins[(i, j)] = how often i beat j (draws count half to each).
+
+    Hunter's MM algorithm with the reference player anchored at strength 1.
+    """
+    strength = [1.0] * n
+    games: dict[tuple[int, int], float] = {}
+    for (i, j), w in wins.items():
+        games[(min(i, j), max(i, j))] = games.get((min(i, j), max(i, j)), 0.0) + w
+    opponents: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    for (i, j), g in games.items():
+        opponents[i].append((j, g))
+        opponents[j].append((i, g))
+    total_wins = [PRIOR_GAMES + sum(w for (i, _), w in wins.items() if i == k) for k in range(n)]
+    for _ in range(iterations):
+        updated = []
+        for k in range(n):
+            denominator = 2 * PRIOR_GAMES / (strength[k] + 1.0)
+            denominator += sum(g / (strength[k] + strength[j]) for j, g in opponents[k])
+            updated.append(total_wins[k] / denominator)
+        change = max(abs(u - s) / s for u, s in zip(updated, strength))
+        strength = updated
+        if change < 1e-12:
+            break
+    return [1500 + 400 * math.log10(s) for s in strength]
+
+
+def choose_pairs(n: int, max_pairs: int | None, rng: random.Random) -> list[tuple[int, int]]:
+    """All pairs, or `max_pairs` of them chosen so every candidate plays about equally often.
+
+    The subset is built in rounds where everyone plays at most once (a random matching of
+    unplayed pairs), so game counts never differ by more than one.
+    """
+    pairs = list(itertools.combinations(range(n), 2))
+    rng.shuffle(pairs)
+    if max_pairs is None or max_pairs >= len(pairs):
+        return pairs
+    used: set[tuple[int, int]] = set()
+    played = [0] * n
+    chosen: list[tuple[int, int]] = []
+    while len(chosen) < max_pairs:
+        best_round: list[tuple[int, int]] = []
+        for _ in range(64):  # a few random matchings; keep the one that pairs the most
+            people = sorted(range(n), key=lambda c: (played[c], rng.random()))
+            free, round_pairs = list(people), []
+            while len(free) > 1:
+                first = free.pop(0)
+                partner = next((c for c in free if (min(first, c), max(first, c)) not in used), None)
+                if partner is not None:
+                    free.remove(partner)
+                    round_pairs.append((min(first, partner), max(first, partner)))
+            if len(round_pairs) > len(best_round):
+                best_round = round_pairs
+            if len(best_round) == n // 2:
+                break
+        for pair in best_round[: max_pairs - len(chosen)]:
+            used.add(pair)
+            played[pair[0]] += 1
+            played[pair[1]] += 1
+            chosen.append(pair)
+    return chosen
+
+
+async def round_robin(
+    candidates: list[str], ask: Ask, config: TournamentConfig, record_id: str | int,
+    max_pairs: int | None = None, on_match: Callable[[Match], None] | None = None,
+) -> tuple[Tournament, list[float]]:
+    """Play the pairs; returns the trace (one round holding every match) and the ratings."""
+    record_seed = derive_seed(config.seed, record_id, "elo")
+    rng = random.Random(record_seed)
+    pairs = choose_pairs(len(candidates), max_pairs, rng)
+
+    async def play(slot: int, i: int, j: int) -> Match:
+        a, b = (i, j) if rng_order[slot] else (j, i)
+        if candidates[a] == candidates[b]:
+            match = Match(a, b, min(a, b), IDENTICAL)
+        else:
+            match = await decide_match(a, b, ask, config, derive_seed(record_seed, i, j), extra_to_a_first=slot % 2 == 0)
+        if on_match:
+            on_match(match)
+        return match
+
+    rng_order = [rng.random() < 0.5 for _ in pairs]
+    matches = list(await asyncio.gather(*(play(slot, i, j) for slot, (i, j) in enumerate(pairs))))
+    wins: dict[tuple[int, int], float] = {}
+    for m in matches:
+        assert m.b is not None
+        if m.decided_by == IDENTICAL:
+            wins[(m.a, m.b)] = wins.get((m.a, m.b), 0.0) + 0.5
+            wins[(m.b, m.a)] = wins.get((m.b, m.a), 0.0) + 0.5
+        else:
+            loser = m.b if m.winner == m.a else m.a
+            wins[(m.winner, loser)] = wins.get((m.winner, loser), 0.0) + 1.0
+    scores = bradley_terry(len(candidates), wins)
+    ranking = sorted(range(len(candidates)), key=lambda k: (-scores[k], k))
+    tournament = Tournament(winner=ranking[0], seed=config.seed, rounds=[matches] if matches else [], strategy="elo")
+    return tournament, scores
+
+
+def elo_fields(tournament: Tournament, scores: list[float]) -> dict[str, Any]:
+    ranking = sorted(range(len(scores)), key=lambda k: (-scores[k], k))
+    return {"ranking": ranking, "scores": [round(s, 2) for s in scores]}
