@@ -46,6 +46,16 @@ QueryField = Annotated[str, typer.Option(help="Input field holding the query (e.
 CandidatesField = Annotated[str, typer.Option(help="Input field holding candidate responses (e.g. responses).")]
 Seed = Annotated[int, typer.Option(help="Seed for bracket order, coins and sampling; same seed, same brackets.")]
 Concurrency = Annotated[int, typer.Option(min=1, help="Records in flight at once (per phase); engines batch their requests.")]
+class OnBadLine(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+Resume = Annotated[bool, typer.Option(help="Continue OUTPUT: skip records already there, reuse finished work from its sidecar.")]
+Overwrite = Annotated[bool, typer.Option(help="Start OUTPUT over if it exists.")]
+OnBadLineOpt = Annotated[OnBadLine, typer.Option(help="fail: stop at a bad input line (exit 2, nothing run); skip: report it on stderr and go on.")]
+Rejects = Annotated[Optional[Path], typer.Option(help="With --on-bad-line skip: write rejected lines with their reasons here.", show_default=False)]
+Shard = Annotated[Optional[str], typer.Option(help="Process a deterministic 1/N of the input by id: I/N with 0 <= I < N (merge with bon merge).", show_default=False)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.")]
 Debug = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
 BackendOpt = Annotated[Optional[Backend], typer.Option(help="Backend for both roles [default: vllm if installed and a GPU is visible, else hf; openai when a base URL is given].", show_default=False)]
@@ -99,6 +109,15 @@ class Common:
     request_timeout: float
     max_retries: int
     request_seed: bool
+    resume: bool = False
+    overwrite: bool = False
+    on_bad_line: str = "fail"
+    rejects: Optional[Path] = None
+    shard_text: Optional[str] = None
+
+    @property
+    def shard(self) -> Optional[tuple[int, int]]:
+        return parse_shard(self.shard_text)
 
     def engine(self, model: str, backend: Optional[Backend], base_url: Optional[str]) -> EngineConfig:
         url = base_url or self.base_url
@@ -191,6 +210,11 @@ def run(
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
     request_seed: RequestSeed = True,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    on_bad_line: OnBadLineOpt = OnBadLine.fail,
+    rejects: Rejects = None,
+    shard: Shard = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -199,7 +223,8 @@ def run(
     Records that already carry candidates skip sampling.
     """
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
-                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed)
+                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed,
+                    resume, overwrite, on_bad_line.value, rejects, shard)
     sampling = SampleSettings(policy, n, policy_backend, policy_base_url, policy_temperature, policy_top_p,
                               policy_max_tokens, system)
     judging = JudgeSettings(judge, votes, max_votes, strategy, max_pairs, early_stop, judge_backend, judge_base_url, judge_temperature,
@@ -227,12 +252,18 @@ def sample(
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
     request_seed: RequestSeed = True,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    on_bad_line: OnBadLineOpt = OnBadLine.fail,
+    rejects: Rejects = None,
+    shard: Shard = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Only sample: write each record with N `candidates` (records that have them pass through)."""
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
-                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed)
+                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed,
+                    resume, overwrite, on_bad_line.value, rejects, shard)
     sampling = SampleSettings(policy, n, None, None, policy_temperature, policy_top_p, policy_max_tokens, system)
     _execute(common, sampling, None)
 
@@ -261,12 +292,18 @@ def select(
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
     request_seed: RequestSeed = True,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    on_bad_line: OnBadLineOpt = OnBadLine.fail,
+    rejects: Rejects = None,
+    shard: Shard = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
-                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed)
+                    backend, base_url, api_key_env, request_timeout, max_retries, request_seed,
+                    resume, overwrite, on_bad_line.value, rejects, shard)
     judging = JudgeSettings(judge, votes, max_votes, strategy, max_pairs, early_stop, None, None, judge_temperature, judge_top_p,
                             judge_max_tokens, judge_template)
     _execute(common, None, judging)
@@ -565,6 +602,70 @@ def score(
                   + (f", {figures['skipped']} skipped (no reference or candidates)" if figures["skipped"] else ""))
 
 
+@app.command()
+def merge(
+    files: Annotated[list[Path], typer.Argument(help="Shard outputs (from --shard I/N runs).", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The merged file.", show_default=False)],
+    input: Annotated[Optional[str], typer.Option("--input", help="The input the shards came from, for input order [default: from the shards' manifests].", show_default=False)] = None,
+    query_field: QueryField = "query",
+    candidates_field: CandidatesField = "candidates",
+    overwrite: Overwrite = False,
+) -> None:
+    """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any)."""
+    import json as _json
+
+    from bon.checkpoint import manifest_path
+    from bon.records import FieldNames, RecordWriter, read_records
+    from bon.show import load_records
+
+    try:
+        if output.exists() and not overwrite:
+            raise UsageError(f"{output} exists: add --overwrite to replace it")
+        if input is None:
+            sources = set()
+            for file in files:
+                try:
+                    sources.add(_json.loads(manifest_path(file).read_text())["input"])
+                except (OSError, ValueError, KeyError):
+                    pass
+            if len(sources) != 1:
+                raise UsageError("cannot tell the input from the shards' manifests: pass --input INPUT")
+            input = sources.pop()
+        by_id: dict = {}
+        duplicates = []
+        for file in files:
+            try:
+                handle = open(file, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+            with handle:
+                for record in load_records(handle):
+                    key = _json.dumps(record.get("id"))
+                    if key in by_id:
+                        duplicates.append(record.get("id"))
+                    by_id[key] = record
+        order = [r.id for r in read_records(_input_lines(input), FieldNames(query_field, candidates_field))]
+    except Exception as exc:
+        _fail(exc, False, source=input)
+    missing = [i for i in order if _json.dumps(i) not in by_id]
+    with open(output, "w", encoding="utf-8") as out:
+        writer = RecordWriter(out)
+        for record_id in order:
+            record = by_id.get(_json.dumps(record_id))
+            if record is not None:
+                writer.write(record)
+        writer.close()
+    typer.echo(f"bon: merged {len(order) - len(missing)} of {len(order)} records into {output}", err=True)
+    if missing:
+        typer.echo(f"bon: {len(missing)} missing ids: {', '.join(map(str, missing[:20]))}"
+                   + (" …" if len(missing) > 20 else ""), err=True)
+    if duplicates:
+        typer.echo(f"bon: {len(duplicates)} duplicate ids (the last copy kept): "
+                   f"{', '.join(map(str, duplicates[:20]))}", err=True)
+    if missing or duplicates:
+        raise typer.Exit(1)
+
+
 # ---- execution ----
 
 def _input_lines(path: str) -> Iterator[bytes]:
@@ -582,14 +683,63 @@ def _input_lines(path: str) -> Iterator[bytes]:
         raise UsageError(f"input file not readable: {path}") from None
 
 
-def _records(common: Common, need_candidates: bool):
+def parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
+    if value is None:
+        return None
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes I/N (e.g. 0/4), got {value!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {value}: need 0 <= I < N")
+    return index, count
+
+
+def in_shard(record_id, shard: Optional[tuple[int, int]]) -> bool:
+    """A deterministic 1/N of the records, by id: the same split on every machine."""
+    from bon.tournament import derive_seed
+
+    return shard is None or derive_seed("shard", record_id) % shard[1] == shard[0]
+
+
+class BadLines:
+    """--on-bad-line skip: report each bad line on stderr, count it, optionally keep it in --rejects."""
+
+    def __init__(self, rejects: Optional[Path]):
+        import json as _json
+
+        self._json = _json
+        self.count = 0
+        self._rejects = open(rejects, "w", encoding="utf-8") if rejects else None
+
+    def __call__(self, error, text: str) -> None:
+        self.count += 1
+        typer.echo(f"bon: skipped line {error.line}: {error.problem}", err=True)
+        if self._rejects:
+            self._rejects.write(self._json.dumps({"line": error.line, "error": error.problem, "text": text},
+                                                 ensure_ascii=False) + "\n")
+            self._rejects.flush()
+
+    def close(self) -> None:
+        if self._rejects:
+            self._rejects.close()
+
+
+def _records(common: Common, need_candidates: bool, on_bad_line=None, done: frozenset = frozenset()):
+    """The records to process: valid, in this shard, not already in OUTPUT."""
     from bon.records import FieldNames, InputError, read_records
 
     fields = FieldNames(query=common.query_field, candidates=common.candidates_field)
-    for record in read_records(_input_lines(common.input), fields):
+    for record in read_records(_input_lines(common.input), fields, on_bad_line):
         if need_candidates and record.candidates is None:
-            raise InputError(record.line, f"missing `{fields.candidates}` (bon select judges existing candidates; "
-                                          "bon run samples them)")
+            error = InputError(record.line, f"missing `{fields.candidates}` (bon select judges existing candidates; "
+                                            "bon run samples them)")
+            if on_bad_line is None:
+                raise error
+            on_bad_line(error, "")
+            continue
+        if record.id in done or not in_shard(record.id, common.shard):
+            continue
         yield record
 
 
@@ -626,13 +776,14 @@ def _execute(common: Common, sampling: Optional[SampleSettings], judging: Option
 
 def _fail(exc: Exception, debug: bool, source: str | None = None) -> None:
     """Known failures become one line and an exit code; anything else is a bug: re-raised."""
+    from bon.checkpoint import CheckpointError
     from bon.engines import BackendUnavailable, EngineError
     from bon.prompts import TemplateError
     from bon.records import InputError
 
     if debug or isinstance(exc, typer.Exit):
         raise exc
-    if isinstance(exc, (UsageError, InputError, TemplateError, BackendUnavailable)):
+    if isinstance(exc, (UsageError, InputError, TemplateError, BackendUnavailable, CheckpointError)):
         where = f"{source}: " if source and isinstance(exc, InputError) else ""
         typer.echo(f"bon: error: {where}{exc}", err=True)
         raise typer.Exit(2)
@@ -642,21 +793,48 @@ def _fail(exc: Exception, debug: bool, source: str | None = None) -> None:
     raise exc
 
 
+def _settings(common: Common, sampling, judging, p_template, j_template) -> dict:
+    """What makes finished work reusable on resume (the sidecar checks it) and the manifest's record."""
+    import hashlib
+    from dataclasses import asdict
+
+    out: dict = {"seed": common.seed, "query_field": common.query_field, "candidates_field": common.candidates_field}
+    if sampling:
+        out["policy"] = {k: v for k, v in asdict(sampling).items() if k not in ("backend", "base_url")}
+        out["policy_template"] = hashlib.sha256((p_template.system + "\0" + p_template.user).encode()).hexdigest()
+    if judging:
+        out["judge"] = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
+                        for k, v in asdict(judging).items() if k not in ("backend", "base_url", "template")}
+        out["judge_template"] = hashlib.sha256((j_template.system + "\0" + j_template.user).encode()).hexdigest()
+    return out
+
+
 def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
-    from bon.engines import EngineError, check_backend, create_engine
+    import signal
+
+    from bon.checkpoint import (CachedEngine, Manifest, Sidecar, manifest_path, open_output, safe_url,
+                                sidecar_path)
+    from bon.engines import check_backend, create_engine
     from bon.judge import Judge, Sampler
     from bon.pipeline import LazyEngine, Pipeline
     from bon.progress import RunProgress
     from bon.prompts import judge_template, policy_template
     from bon.records import RecordWriter
 
+    if (common.resume or common.overwrite) and not common.output:
+        raise UsageError("--resume and --overwrite need -o OUTPUT")
+    if common.rejects and common.on_bad_line != "skip":
+        raise UsageError("--rejects goes with --on-bad-line skip")
     need_candidates = sampling is None
+    bad_lines = BadLines(common.rejects) if common.on_bad_line == "skip" else None
     total = None
     if common.input != "-":
         # A file is checked whole before any model loads: a bad line costs no model work.
-        total = sum(1 for _ in _records(common, need_candidates))
+        # Skipped lines are reported once, in the real pass.
+        total = sum(1 for _ in _records(common, need_candidates, (lambda e, t: None) if bad_lines else None))
 
     policy_cfg = judge_cfg = None
+    p_template = j_template = None
     if sampling:
         policy_cfg = common.engine(sampling.policy, sampling.backend, sampling.base_url)
         check_backend(policy_cfg)
@@ -668,16 +846,45 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
         if judging.max_votes is not None and judging.max_votes < judging.votes:
             raise UsageError(f"--max-votes ({judging.max_votes}) must be at least --votes ({judging.votes})")
 
-    policy_engine = LazyEngine(lambda: create_engine(policy_cfg)) if policy_cfg else None
+    settings = _settings(common, sampling, judging, p_template, j_template)
+    done: set = set()
+    sidecar = manifest = None
+    if common.output:
+        out_stream, done, torn = open_output(common.output, common.resume, common.overwrite)
+        if torn and not common.quiet:
+            typer.echo(f"bon: dropped a torn last line from {common.output} (a crash mid-write)", err=True)
+        sidecar = Sidecar(sidecar_path(common.output), settings, common.resume)
+        manifest = Manifest(manifest_path(common.output), {
+            "command": _safe_argv(),
+            "input": common.input if common.input == "-" else str(Path(common.input).resolve()),
+            "output": str(common.output.resolve()),
+            "shard": common.shard_text,
+            "policy": None if not policy_cfg else {"backend": policy_cfg.backend, "model": policy_cfg.model,
+                                                   "base_url": safe_url(policy_cfg.base_url)},
+            "judge": None if not judge_cfg else {"backend": judge_cfg.backend, "model": judge_cfg.model,
+                                                 "base_url": safe_url(judge_cfg.base_url)},
+            "api_key_env": common.api_key_env,
+            "settings": settings,
+        })
+    else:
+        out_stream = _data_stdout()
+
+    def engine_factory(config, role):
+        async def make():
+            engine = await create_engine(config)
+            return CachedEngine(engine, sidecar, role) if sidecar else engine
+        return make
+
+    policy_engine = LazyEngine(engine_factory(policy_cfg, "policy")) if policy_cfg else None
     shared = policy_cfg is not None and judge_cfg is not None and (
         (policy_cfg.backend, policy_cfg.model, policy_cfg.base_url) == (judge_cfg.backend, judge_cfg.model, judge_cfg.base_url)
     )
-    judge_engine = policy_engine if shared else (LazyEngine(lambda: create_engine(judge_cfg)) if judge_cfg else None)
+    judge_engine = policy_engine if shared else (LazyEngine(engine_factory(judge_cfg, "judge")) if judge_cfg else None)
     local = {"hf", "vllm"}
     phased = bool(policy_cfg and judge_cfg and not shared
                   and policy_cfg.backend in local and judge_cfg.backend in local)
 
-    progress = RunProgress(enabled=not common.quiet, total=total)
+    progress = RunProgress(enabled=not common.quiet, total=None if total is None else total - len(done))
     make_sampler = make_judge = None
     if sampling:
         sampling_cfg = SamplingConfig(sampling.temperature, sampling.top_p, sampling.max_tokens)
@@ -689,22 +896,71 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
                                       max_pairs=judging.max_pairs)
         make_judge = lambda engine: Judge(engine, j_template, judge_sampling, tournament, progress.on_generation, progress.on_match)  # noqa: E731
 
-    out_stream = open(common.output, "w", encoding="utf-8") if common.output else _data_stdout()
+    pipeline = Pipeline(
+        writer=RecordWriter(out_stream), concurrency=common.concurrency,
+        make_sampler=make_sampler, make_judge=make_judge,
+        policy=policy_engine, judge=judge_engine, phased=phased, progress=progress.on_record,
+    )
+    pipeline.stats.resumed = len(done)
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if received:  # a second signal: out at once
+            os._exit(128 + signum)
+        received.append(signum)
+        typer.echo(f"bon: {signal.Signals(signum).name}: finishing what is written, stopping", err=True)
+        pipeline.request_stop()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+                pass
+        records = _records(common, need_candidates, bad_lines, frozenset(done))
+        await pipeline.run(_threaded(records) if common.input == "-" else records)
+
+    status = "failed"
     try:
-        pipeline = Pipeline(
-            writer=RecordWriter(out_stream), concurrency=common.concurrency,
-            make_sampler=make_sampler, make_judge=make_judge,
-            policy=policy_engine, judge=judge_engine, phased=phased, progress=progress.on_record,
-        )
-        records = _records(common, need_candidates)
-        source = _threaded(records) if common.input == "-" else records
         with progress:
-            stats = asyncio.run(pipeline.run(source))
+            asyncio.run(main())
+        status = "interrupted" if received else "complete"
     finally:
+        stats = pipeline.stats
+        stats.skipped = bad_lines.count if bad_lines else 0
+        if bad_lines:
+            bad_lines.close()
+        if sidecar:
+            sidecar.close(remove=status == "complete")
+        if manifest:
+            manifest.finish(status, {"records_written": stats.records, "already_done": stats.resumed,
+                                     "sampled": stats.sampled, "records_with_errors": stats.errors,
+                                     "bad_lines_skipped": stats.skipped, "usage": stats.usage.to_json()})
         if common.output:
             out_stream.close()
     if not common.quiet:
         typer.echo(stats.summary(), err=True)
+    if received:
+        if common.output:
+            typer.echo(f"bon: stopped; continue with: {_resume_command()}", err=True)
+        raise typer.Exit(128 + received[0])
+    if stats.errors:
+        raise typer.Exit(3)
+
+
+def _safe_argv() -> list[str]:
+    """The command line for the manifest, URLs without credentials (keys never reach argv)."""
+    from bon.checkpoint import safe_url
+
+    return [safe_url(a) if a.startswith(("http://", "https://")) else a for a in sys.argv[1:]]
+
+
+def _resume_command() -> str:
+    import shlex
+
+    args = [a for a in _safe_argv() if a not in ("--resume", "--overwrite")]
+    return "bon " + " ".join(shlex.quote(a) for a in args) + " --resume"
 
 
 def main() -> None:

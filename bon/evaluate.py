@@ -7,13 +7,12 @@ Judge's `ask`, so an eval speaks to the model exactly as a tournament does.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from bon.records import InputError
+from bon.records import InputError, decode_lines
 from bon.tournament.voting import Vote, split_votes
 from bon.tournament.seeds import derive_seed
 from bon.verdict import last_boxed
@@ -43,17 +42,9 @@ class Pair:
 
 def read_pairs(lines: Iterable[bytes | str], fields: PairFields = PairFields()) -> Iterator[Pair]:
     """RewardBench-style records, validated line by line (InputError names the line)."""
-    position = 0
-    for number, raw in enumerate(lines, start=1):
-        text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
-        if number == 1:
-            text = text.removeprefix("\ufeff")
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    for position, (number, _, obj) in enumerate(decode_lines(lines)):
+        if isinstance(obj, InputError):
+            raise obj
         if not isinstance(obj, dict):
             raise InputError(number, "expected a JSON object")
         for name in (fields.prompt, fields.chosen, fields.rejected):
@@ -62,7 +53,6 @@ def read_pairs(lines: Iterable[bytes | str], fields: PairFields = PairFields()) 
         subset = obj.get(fields.subset)
         yield Pair(number, obj.get("id", position), obj[fields.prompt], obj[fields.chosen], obj[fields.rejected],
                    None if subset is None else str(subset))
-        position += 1
 
 
 def interleaved(votes: list[Vote]) -> list[Vote]:

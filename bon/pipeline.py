@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from bon.engines.base import Engine
+from bon.engines.base import Engine, RecordError
 from bon.judge import Judge, Sampler, Usage
 from bon.records import Record, RecordWriter, output_record
 from bon.show import Summary
@@ -29,12 +29,15 @@ _END = object()
 
 
 async def ordered_map(
-    source: AsyncIterable[T], fn: Callable[[T], Awaitable[R]], concurrency: int
+    source: AsyncIterable[T], fn: Callable[[T], Awaitable[R]], concurrency: int,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[R]:
     """fn over source, at most `concurrency` calls running, results in source order.
 
     An error from `source` (a bad input line) or from `fn` surfaces at its place in the
     order, after every earlier result has been yielded, and cancels the work after it.
+    Once `stop` is set, nothing new starts; results already finished in order are still
+    yielded, and the rest is cancelled.
     """
     running = asyncio.Semaphore(concurrency)
     # Finished-but-unwritten results wait here behind a slow head; the bound keeps memory flat.
@@ -48,6 +51,8 @@ async def ordered_map(
     async def produce() -> None:
         try:
             async for item in source:
+                if stop is not None and stop.is_set():
+                    break
                 await window.put(asyncio.ensure_future(guarded(item)))
         except Exception as exc:  # delivered in order, after the records before it
             failed = loop.create_future()
@@ -58,6 +63,13 @@ async def ordered_map(
     producer = asyncio.ensure_future(produce())
     try:
         while (task := await window.get()) is not _END:
+            if stop is not None and not task.done():
+                stopped = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if not task.done():
+                    task.cancel()
+                    break
             yield await task
     finally:
         producer.cancel()
@@ -100,6 +112,10 @@ class LazyEngine:
 class RunStats:
     records: int = 0
     sampled: int = 0
+    errors: int = 0  # records written with an `error` field
+    skipped: int = 0  # bad input lines skipped (--on-bad-line skip)
+    resumed: int = 0  # records already in OUTPUT (--resume)
+    interrupted: bool = False
     usage: Usage = field(default_factory=Usage)
     judged: Summary = field(default_factory=Summary)
     started: float = field(default_factory=time.monotonic)
@@ -107,6 +123,10 @@ class RunStats:
     def summary(self) -> str:
         """One line for stderr at the end of a run."""
         parts = [self.judged.line()]
+        if self.resumed:
+            parts.append(f"{self.resumed} already done")
+        if self.skipped:
+            parts.append(f"{self.skipped} bad lines skipped")
         if self.sampled:
             parts.append(f"{self.sampled} sampled")
         if self.usage.judge_completion_tokens:
@@ -128,48 +148,69 @@ class Pipeline:
     phased: bool = False  # sample everything, close the policy engine, then judge
     progress: "Callable[[Record], None] | None" = None
     stats: RunStats = field(default_factory=RunStats)
+    _stop: asyncio.Event | None = None
 
     async def _sample(self, record: Record) -> Record:
         if record.candidates is None and self.make_sampler is not None:
             assert self.policy is not None
-            await self.make_sampler(await self.policy.get()).sample(record)
+            try:
+                await self.make_sampler(await self.policy.get()).sample(record)
+            except RecordError as exc:
+                record.output["error"] = str(exc)
+                return record
             self.stats.sampled += 1
         return record
 
     async def _judge(self, record: Record) -> Record:
-        if self.make_judge is not None:
+        if self.make_judge is not None and "error" not in record.output:
             assert self.judge is not None
             judge = self.make_judge(await self.judge.get())
-            self.stats.usage.add(await judge.select(record))
+            try:
+                self.stats.usage.add(await judge.select(record))
+            except RecordError as exc:
+                record.output["error"] = str(exc)
         return record
+
+    def request_stop(self) -> None:
+        """Stop starting work; what is finished in order is still written (signal handlers)."""
+        self.stats.interrupted = True
+        if self._stop is not None:
+            self._stop.set()
 
     def _emit(self, record: Record) -> None:
         out = output_record(record)
         self.writer.write(out)
         self.stats.judged.add(out)
         self.stats.records += 1
+        self.stats.errors += "error" in out
         if self.progress:
             self.progress(record)
 
     async def run(self, records: Iterable[Record] | AsyncIterable[Record]) -> RunStats:
+        self._stop = asyncio.Event()
+        if self.stats.interrupted:
+            self._stop.set()
+        stop = self._stop
         try:
             if self.phased and self.make_sampler and self.make_judge:
                 sampled: list[Record] = []
-                stopped: Exception | None = None
+                failed: Exception | None = None
                 try:
-                    async for record in ordered_map(iterate(records), self._sample, self.concurrency):
+                    async for record in ordered_map(iterate(records), self._sample, self.concurrency, stop):
                         sampled.append(record)
                 except Exception as exc:  # e.g. a bad stdin line: still judge what came before it
-                    stopped = exc
+                    failed = exc
                 if self.policy:
                     await self.policy.close()  # free its memory before the judge loads
-                async for record in ordered_map(iterate(sampled), self._judge, self.concurrency):
-                    self._emit(record)
-                if stopped is not None:
-                    raise stopped
+                if not stop.is_set():  # interrupted while sampling: the sidecar keeps the candidates
+                    async for record in ordered_map(iterate(sampled), self._judge, self.concurrency, stop):
+                        self._emit(record)
+                if failed is not None:
+                    raise failed
             else:
                 stream = ordered_map(
-                    ordered_map(iterate(records), self._sample, self.concurrency), self._judge, self.concurrency
+                    ordered_map(iterate(records), self._sample, self.concurrency, stop),
+                    self._judge, self.concurrency, stop,
                 )
                 async for record in stream:
                     self._emit(record)

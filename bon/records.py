@@ -8,8 +8,10 @@ bon adds. This module is the one reader and the one writer of records.
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 ROLES = ("system", "user", "assistant")
 
@@ -100,20 +102,19 @@ def parse_record(obj: Any, line: int, position: int, fields: FieldNames) -> Reco
     return Record(line=line, id=record_id, data=obj, question=question, messages=messages, candidates=candidates)
 
 
-def read_records(lines: Iterable[bytes | str], fields: FieldNames = FieldNames()) -> Iterator[Record]:
-    """Records from JSONL lines, validated one by one; raises InputError on the first bad line.
+def decode_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, str, Any]]:
+    """(line number, text, decoded JSON value or InputError) per non-blank line.
 
-    Blank lines are skipped (they do not count as records); a UTF-8 BOM and CRLF line ends
-    are accepted. The default `id` is the record's 0-based position among the records.
+    A UTF-8 BOM and CRLF line ends are accepted; errors are yielded, not raised, so a
+    caller may skip a bad line and go on.
     """
-    seen: set[str | int] = set()
-    position = 0
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(number, f"not UTF-8 (byte {exc.start})") from None
+                yield number, raw.decode("utf-8", errors="replace"), InputError(number, f"not UTF-8 (byte {exc.start})")
+                continue
         else:
             text = raw
         if number == 1:
@@ -121,14 +122,37 @@ def read_records(lines: Iterable[bytes | str], fields: FieldNames = FieldNames()
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            yield number, text, json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-        record = parse_record(obj, number, position, fields)
-        if record.id in seen:
-            raise InputError(number, f"duplicate id {record.id!r}")
+            yield number, text, InputError(number, f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+
+OnBadLine = Callable[[InputError, str], None]
+
+
+def read_records(
+    lines: Iterable[bytes | str], fields: FieldNames = FieldNames(), on_bad_line: OnBadLine | None = None
+) -> Iterator[Record]:
+    """Records from JSONL lines, validated one by one.
+
+    A bad line raises InputError, or — with `on_bad_line` — is reported to it and skipped.
+    Blank lines are skipped. The default `id` is the 0-based position among non-blank
+    lines, so ids do not shift when a bad line is skipped.
+    """
+    seen: set[str | int] = set()
+    for position, (number, text, value) in enumerate(decode_lines(lines)):
+        try:
+            if isinstance(value, InputError):
+                raise value
+            record = parse_record(value, number, position, fields)
+            if record.id in seen:
+                raise InputError(number, f"duplicate id {record.id!r}")
+        except InputError as error:
+            if on_bad_line is None:
+                raise
+            on_bad_line(error, text.rstrip("\r\n"))
+            continue
         seen.add(record.id)
-        position += 1
         yield record
 
 
@@ -147,15 +171,33 @@ class RecordWriter:
     record on disk without its line end once the write returned.
     """
 
+    SYNC_EVERY_RECORDS = 100
+    SYNC_EVERY_SECONDS = 30.0
+
     def __init__(self, stream: IO[str]):
         self._stream = stream
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
 
     def write(self, record: dict[str, Any]) -> None:
         self._stream.write(_dumps(record) + "\n")
         self._stream.flush()
+        self._unsynced += 1
+        # flush() hands the line to the OS (safe from a crash of bon); fsync at checkpoints
+        # makes it safe from a crash of the machine too, without paying for it every line.
+        if self._unsynced >= self.SYNC_EVERY_RECORDS or time.monotonic() - self._last_sync > self.SYNC_EVERY_SECONDS:
+            self.sync()
+
+    def sync(self) -> None:
+        self._stream.flush()
+        try:
+            os.fsync(self._stream.fileno())
+        except (OSError, ValueError, AttributeError):  # a pipe or a test's capture: nothing to sync
+            pass
+        self._unsynced, self._last_sync = 0, time.monotonic()
 
     def close(self) -> None:
-        self._stream.flush()
+        self.sync()
 
 
 def _dumps(obj: Any) -> str:

@@ -148,3 +148,16 @@ def test_compare_json_and_file_arguments(scripted, tmp_path):
     assert {v["first"] for v in record["match"]["votes"]} == {0, 1}  # both orders
     missing = runner.invoke(app, ["compare", "--query", "q", "a", "@/nonexistent", "--backend", "hf"])
     assert missing.exit_code == 2
+
+
+def test_show_reads_elo_and_early_stop_output(tmp_path, scripted):
+    from conftest import write_jsonl
+
+    src = write_jsonl(tmp_path / "q.jsonl", [{"id": "e", "query": "q", "candidates": ["a", "bbb", "bb"]}])
+    out = tmp_path / "elo.jsonl"
+    assert runner.invoke(app, ["select", str(src), "--strategy", "elo", "--votes", "3", "--early-stop",
+                               "-o", str(out), "-q"]).exit_code == 0
+    summary = json.loads(runner.invoke(app, ["show", str(out), "--json"]).stdout)
+    assert summary["judged_matches"] == 3 and summary["judge_samples"] == 6  # 3 pairs x 2 (early stop)
+    view = runner.invoke(app, ["show", str(out), "--id", "e", "--no-pager"]).stdout
+    assert "elo (seed 0)" in view and "bbb ★ best" in view

@@ -17,6 +17,11 @@ class EngineError(RuntimeError):
     """A backend failure that ends the run (one line for the user, exit 1)."""
 
 
+class RecordError(EngineError):
+    """A request failed for this record alone (e.g. the server rejects its prompt): the
+    record gets an `error` field and the run goes on."""
+
+
 class BackendUnavailable(EngineError):
     """A backend that cannot run as asked (not installed, missing URL): a usage error, exit 2."""
 

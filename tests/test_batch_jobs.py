@@ -1,0 +1,206 @@
+"""Long jobs that survive: resume after SIGKILL, torn lines, the sidecar, signals, bad input,
+per-record errors, shards and merge, the manifest. Real processes, scripted judge."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import read_jsonl, write_jsonl
+
+HELPER = [sys.executable, str(Path(__file__).parent / "scripted_bon.py")]
+QUERIES = [{"id": f"q{i:02d}", "query": f"question number {i}"} for i in range(24)]
+RUN = ["run", "--policy", "p", "--judge", "j", "--backend", "hf", "-n", "4", "--votes", "3", "--concurrency", "3"]
+
+
+def bon(*args, env=None, **kwargs):
+    return subprocess.run(HELPER + [str(a) for a in args], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **(env or {})), **kwargs)
+
+
+def start(*args, env=None):
+    return subprocess.Popen(HELPER + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, **(env or {})))
+
+
+def wait_for_lines(path: Path, count: int, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= count:
+            return
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never reached {count} lines")
+
+
+@pytest.fixture
+def queries(tmp_path):
+    return write_jsonl(tmp_path / "q.jsonl", QUERIES)
+
+
+@pytest.fixture
+def reference(tmp_path, queries):
+    """The uninterrupted run everything is compared with."""
+    out = tmp_path / "reference.jsonl"
+    result = bon(*RUN, queries, "-o", out, "-q")
+    assert result.returncode == 0, result.stderr
+    return out.read_bytes()
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, queries, reference):
+    out, log = tmp_path / "out.jsonl", tmp_path / "requests.log"
+    slow = {"BON_TEST_LATENCY": "0.05", "BON_TEST_LOG": str(log)}
+    process = start(*RUN, queries, "-o", out, "-q", env=slow)
+    wait_for_lines(out, 4, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = out.read_text().count("\n")
+    assert 4 <= written < len(QUERIES)
+    sidecar = tmp_path / "out.jsonl.bon-cache.jsonl"
+    kept = {json.loads(line)["key"] for line in sidecar.read_text().splitlines()[1:] if line.endswith("}")}
+    assert kept, "the sidecar holds finished work"
+    log.unlink()
+    resumed = bon(*RUN, queries, "-o", out, "--resume", env={"BON_TEST_LOG": str(log)})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{written} already done" in resumed.stderr
+    assert out.read_bytes() == reference  # exactly one record per input record, as if never stopped
+    asked_again = {key for line in log.read_text().splitlines() for key in json.loads(line)}
+    assert not kept & asked_again  # finished samples and judgments were reused, not redone
+    assert not sidecar.exists()  # a completed run cleans its sidecar up
+
+
+def test_a_torn_last_line_is_dropped_and_redone(tmp_path, queries, reference):
+    out = tmp_path / "out.jsonl"
+    lines = reference.splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    result = bon(*RUN, queries, "-o", out, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "dropped a torn last line" in result.stderr
+    assert out.read_bytes() == reference
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path, queries, reference):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(reference)
+    refused = bon(*RUN, queries, "-o", out)
+    assert refused.returncode == 2
+    assert "exists: add --resume to continue it, or --overwrite to start over" in refused.stderr
+    assert out.read_bytes() == reference  # untouched
+    assert bon(*RUN, queries, "-o", out, "--overwrite", "-q").returncode == 0
+    assert out.read_bytes() == reference
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_writes_what_is_finished_and_says_how_to_resume(tmp_path, queries, reference, signum, code):
+    out = tmp_path / "out.jsonl"
+    process = start(*RUN, queries, "-o", out, env={"BON_TEST_LATENCY": "0.05"})
+    wait_for_lines(out, 3, process)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == code and time.monotonic() - sent < 10
+    assert "continue with: bon run" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    records = read_jsonl(out.read_text())  # every line is a whole record
+    assert out.read_text().endswith("\n") and len(records) < len(QUERIES)
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    # A changed setting is refused rather than mixed with the kept work ...
+    changed = bon(*RUN[:-4], "--votes", "5", "--concurrency", "3", queries, "-o", out, "--resume")
+    assert changed.returncode == 2 and "other settings (judge)" in changed.stderr
+    # ... and the printed command finishes the job.
+    assert bon(*RUN, queries, "-o", out, "--resume", "-q").returncode == 0
+    assert out.read_bytes() == reference
+
+
+def test_a_second_signal_exits_at_once(tmp_path, queries):
+    out = tmp_path / "out.jsonl"
+    process = start(*RUN, queries, "-o", out, env={"BON_TEST_LATENCY": "2"})
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=10)
+    assert process.returncode == 130
+
+
+def test_skip_bad_lines_reports_counts_and_rejects(tmp_path):
+    lines = [json.dumps({"query": "good one"}), "{broken", json.dumps({"query": ""}), json.dumps([1]),
+             json.dumps({"query": "good two"}), json.dumps({"query": "c", "candidates": ["ok", 3]})]
+    src = tmp_path / "q.jsonl"
+    src.write_bytes(("\n".join(lines) + "\n").encode() + b'{"query": "\xff"}\n')
+    rejects = tmp_path / "rejects.jsonl"
+    result = bon(*RUN, src, "--on-bad-line", "skip", "--rejects", rejects)
+    assert result.returncode == 0, result.stderr
+    assert [r["query"] for r in read_jsonl(result.stdout)] == ["good one", "good two"]
+    assert [r["id"] for r in read_jsonl(result.stdout)] == [0, 4]  # ids do not shift when lines are skipped
+    for fragment in ("skipped line 2: invalid JSON", "skipped line 3: `query` must be a non-empty string",
+                     "skipped line 4: expected a JSON object", "skipped line 6: `candidates` must be",
+                     "skipped line 7: not UTF-8", "5 bad lines skipped"):
+        assert fragment in result.stderr
+    rejected = read_jsonl(rejects.read_text())
+    assert [r["line"] for r in rejected] == [2, 3, 4, 6, 7] and rejected[0]["text"] == "{broken"
+    failed = bon(*RUN, src)
+    assert failed.returncode == 2 and failed.stdout == "" and "line 2: invalid JSON" in failed.stderr
+
+
+def test_a_record_the_backend_rejects_gets_an_error_and_the_run_goes_on(tmp_path, queries):
+    result = bon(*RUN, queries, env={"BON_TEST_FAIL_ON": "question number 7"})
+    assert result.returncode == 3, result.stderr
+    records = read_jsonl(result.stdout)
+    assert len(records) == len(QUERIES)
+    failed = [r for r in records if "error" in r]
+    assert [r["id"] for r in failed] == ["q07"] and "rejected" in failed[0]["error"]
+    assert all("best" in r for r in records if "error" not in r)
+    assert "1 with errors" in result.stderr
+
+
+def test_shards_merge_into_the_single_run(tmp_path, queries, reference):
+    parts = []
+    for index in range(3):
+        part = tmp_path / f"part{index}.jsonl"
+        result = bon(*RUN, queries, "-o", part, "--shard", f"{index}/3", "-q")
+        assert result.returncode == 0, result.stderr
+        parts.append(part)
+    sizes = [len(read_jsonl(p.read_text())) for p in parts]
+    assert sum(sizes) == len(QUERIES) and all(sizes)
+    merged = tmp_path / "merged.jsonl"
+    result = bon("merge", *parts, "-o", merged)
+    assert result.returncode == 0, result.stderr
+    assert merged.read_bytes() == reference
+    incomplete = bon("merge", parts[0], parts[1], "-o", tmp_path / "m2.jsonl", "--input", queries)
+    assert incomplete.returncode == 1 and f"{sizes[2]} missing ids" in incomplete.stderr
+    twice = bon("merge", parts[0], parts[0], parts[1], parts[2], "-o", tmp_path / "m3.jsonl")
+    assert twice.returncode == 1 and f"{sizes[0]} duplicate ids" in twice.stderr
+    assert bon(*RUN, queries, "--shard", "3/3").returncode == 2
+
+
+def test_manifest_records_the_run_and_no_secret(tmp_path, queries):
+    out = tmp_path / "out.jsonl"
+    secret = "sk-manifest-secret-77"
+    result = bon(*RUN, queries, "-o", out, "--seed", "5",
+                 env={"OPENAI_API_KEY": secret, "MY_KEY": secret}, )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["bon_version"]
+    assert manifest["settings"]["seed"] == 5 and manifest["settings"]["judge"]["votes"] == 3
+    assert manifest["policy"]["model"] == "p" and manifest["judge"]["model"] == "j"
+    assert set(manifest["libraries"]) == {"vllm", "transformers", "torch", "openai"}
+    assert manifest["counts"]["records_written"] == len(QUERIES)
+    assert manifest["started"] and manifest["ended"] and manifest["api_key_env"] == "OPENAI_API_KEY"
+    for text in (json.dumps(manifest), out.read_text(), result.stderr, result.stdout):
+        assert secret not in text
+    creds = bon(*RUN, queries, "-o", tmp_path / "o2.jsonl", "--judge-base-url", "http://user:hunter2@127.0.0.1:9/v1",
+                "--judge-backend", "hf", "-q")
+    assert creds.returncode == 0
+    assert "hunter2" not in (tmp_path / "o2.jsonl.manifest.json").read_text()
+
+
+def test_output_is_byte_identical_whatever_the_concurrency(tmp_path, queries, reference):
+    out = tmp_path / "c1.jsonl"
+    assert bon(*RUN[:-2], "--concurrency", "1", queries, "-o", out, "-q").returncode == 0
+    assert out.read_bytes() == reference
