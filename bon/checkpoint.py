@@ -25,7 +25,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bon import __version__
-from bon.engines.base import Completion, Engine, Generation, GenerationRequest
+from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest
 
 SIDECAR_SUFFIX = ".bon-cache.jsonl"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -71,6 +71,10 @@ def open_output(path: Path, resume: bool, overwrite: bool) -> tuple[IO[str], set
     return open(path, "w", encoding="utf-8"), set(), False
 
 
+def _generation(entry: dict[str, Any]) -> Generation:
+    return Generation([Completion(*c) for c in entry["completions"]], entry["prompt_tokens"], entry["completion_tokens"])
+
+
 def request_key(role: str, request: GenerationRequest) -> str:
     payload = json.dumps([role, asdict(request)], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -82,6 +86,9 @@ class Sidecar:
     def __init__(self, path: Path, settings: dict[str, Any], resume: bool):
         self.path = path
         self.entries: dict[str, Generation] = {}
+        self.offsets: dict[str, int] = {}  # where indexed entries (the policy's) start in the file
+        self._reader = None
+        self.engine_names: dict[str, str] = {}  # role -> the engine that did the work
         self.hits = 0
         if resume and path.exists():
             data, _ = _drop_torn_tail(path)
@@ -96,33 +103,51 @@ class Sidecar:
                 )
             for line in lines[1:]:
                 entry = json.loads(line)
-                self.entries[entry["key"]] = Generation(
-                    [Completion(*c) for c in entry["completions"]], entry["prompt_tokens"], entry["completion_tokens"]
-                )
-            self._handle = open(path, "a", encoding="utf-8")
+                self.entries[entry["key"]] = _generation(entry)
+            self._handle = open(path, "ab")
             if not lines:
                 self._write({"bon_cache": 1, "settings": settings})
         else:
-            self._handle = open(path, "w", encoding="utf-8")
+            self._handle = open(path, "wb")
             self._write({"bon_cache": 1, "settings": settings})
 
-    def _write(self, obj: dict) -> None:
-        self._handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    def _write(self, obj: dict) -> int:
+        offset = self._handle.tell()
+        self._handle.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
         self._handle.flush()
+        return offset
 
-    def get(self, key: str) -> Generation | None:
-        hit = self.entries.get(key)
+    def get(self, key: str, keep: bool = False) -> Generation | None:
+        # Each request is asked once per run (seeds follow its place in the work), so a
+        # replayed entry is dropped — memory shrinks as a resumed run catches up — unless
+        # it will be asked again (`keep`: sampled candidates, replayed in the judge phase).
+        hit = self.entries.get(key) if keep else self.entries.pop(key, None)
         self.hits += hit is not None
         return hit
 
-    def put(self, key: str, generation: Generation) -> None:
-        self.entries[key] = generation
-        self._write({
+    def replay(self, key: str) -> Generation | None:
+        """An entry written in this run with `index=True`, read back from the file."""
+        if key in self.entries:
+            return self.get(key)
+        offset = self.offsets.pop(key, None)
+        if offset is None:
+            return None
+        if self._reader is None:
+            self._reader = open(self.path, "rb")
+        self._reader.seek(offset)
+        return _generation(json.loads(self._reader.readline()))
+
+    def put(self, key: str, generation: Generation, index: bool = False) -> None:
+        # Written, not kept: the entries in memory are only those a resume may replay, and
+        # for `index`ed ones (sampled candidates, replayed in a judge phase) their offset.
+        offset = self._write({
             "key": key,
             "completions": [[c.text, c.finish_reason, c.completion_tokens] for c in generation.completions],
             "prompt_tokens": generation.prompt_tokens,
             "completion_tokens": generation.completion_tokens,
         })
+        if index:
+            self.offsets[key] = offset
 
     def sync(self) -> None:
         self._handle.flush()
@@ -131,6 +156,8 @@ class Sidecar:
     def close(self, remove: bool) -> None:
         self.sync()
         self._handle.close()
+        if self._reader is not None:
+            self._reader.close()
         if remove:
             self.path.unlink(missing_ok=True)
 
@@ -141,18 +168,36 @@ class CachedEngine:
     def __init__(self, engine: Engine, sidecar: Sidecar, role: str):
         self.engine, self.sidecar, self.role = engine, sidecar, role
         self.name = engine.name
+        sidecar.engine_names[role] = engine.name
 
     async def generate(self, request: GenerationRequest) -> Generation:
         key = request_key(self.role, request)
-        cached = self.sidecar.get(key)
+        cached = self.sidecar.get(key, keep=self.role == "policy")
         if cached is not None:
             return cached
         generation = await self.engine.generate(request)
-        self.sidecar.put(key, generation)
+        self.sidecar.put(key, generation, index=self.role == "policy")
         return generation
 
     async def close(self) -> None:
         await self.engine.close()
+
+
+class ReplayEngine:
+    """Answers only from the sidecar: the policy's candidates in a judge phase, its model gone."""
+
+    def __init__(self, sidecar: Sidecar, role: str, name: str):
+        self.sidecar, self.role = sidecar, role
+        self.name = sidecar.engine_names.get(role, name)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        cached = self.sidecar.replay(request_key(self.role, request))
+        if cached is None:
+            raise EngineError(f"{self.name}: sampled candidates missing from {self.sidecar.path}")
+        return cached
+
+    async def close(self) -> None:
+        pass
 
 
 def library_versions() -> dict[str, str | None]:

@@ -902,6 +902,10 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
         policy=policy_engine, judge=judge_engine, phased=phased, progress=progress.on_record,
     )
     pipeline.stats.resumed = len(done)
+    if phased and sidecar and common.input != "-":
+        pipeline.replay = lambda: _records(common, need_candidates, (lambda e, t: None) if bad_lines else None,
+                                           frozenset(done))
+        pipeline.replay_policy = LazyEngine(_replay_factory(sidecar, policy_cfg))
     received: list[int] = []
 
     def on_signal(signum: int) -> None:
@@ -947,6 +951,14 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
         raise typer.Exit(128 + received[0])
     if stats.errors:
         raise typer.Exit(3)
+
+
+def _replay_factory(sidecar, policy_cfg):
+    from bon.checkpoint import ReplayEngine
+
+    async def make():
+        return ReplayEngine(sidecar, "policy", f"{policy_cfg.backend}:{policy_cfg.model}")
+    return make
 
 
 def _safe_argv() -> list[str]:

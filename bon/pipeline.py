@@ -77,6 +77,8 @@ async def ordered_map(
             task = window.get_nowait()
             if task is not _END:
                 task.cancel()
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: the first error is the one reported
 
 
 async def iterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
@@ -146,6 +148,10 @@ class Pipeline:
     policy: LazyEngine | None = None
     judge: LazyEngine | None = None
     phased: bool = False  # sample everything, close the policy engine, then judge
+    # With a file and a sidecar, the judge phase re-reads the input and replays the sampled
+    # candidates from the sidecar (memory stays flat); otherwise sampled records wait in memory.
+    replay: "Callable[[], Iterable[Record]] | None" = None
+    replay_policy: LazyEngine | None = None
     progress: "Callable[[Record], None] | None" = None
     stats: RunStats = field(default_factory=RunStats)
     _stop: asyncio.Event | None = None
@@ -192,7 +198,18 @@ class Pipeline:
             self._stop.set()
         stop = self._stop
         try:
-            if self.phased and self.make_sampler and self.make_judge:
+            if self.phased and self.make_sampler and self.make_judge and self.replay is not None:
+                async for _ in ordered_map(iterate(records), self._sample, self.concurrency, stop):
+                    pass  # each record's candidates are in the sidecar now
+                if self.policy:
+                    await self.policy.close()  # free its memory before the judge loads
+                if not stop.is_set():
+                    self.stats.sampled, self.policy = 0, self.replay_policy
+                    stream = ordered_map(ordered_map(iterate(self.replay()), self._sample, self.concurrency, stop),
+                                         self._judge, self.concurrency, stop)
+                    async for record in stream:
+                        self._emit(record)
+            elif self.phased and self.make_sampler and self.make_judge:
                 sampled: list[Record] = []
                 failed: Exception | None = None
                 try:

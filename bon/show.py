@@ -26,7 +26,7 @@ REASONS = ("truncated", "no_verdict", "bad_verdict")
 class Summary:
     records: int = 0
     errors: int = 0
-    candidates: list[int] = field(default_factory=list)
+    candidate_counts: Counter = field(default_factory=Counter)  # candidates per record -> records
     judge_samples: int = 0
     judge_tokens: int = 0
     valid_votes: int = 0
@@ -43,7 +43,7 @@ class Summary:
         if record.get("error"):
             self.errors += 1
         if isinstance(record.get("candidates"), list):
-            self.candidates.append(len(record["candidates"]))
+            self.candidate_counts[len(record["candidates"])] += 1
         if "best_index" in record:
             self.winners[record["best_index"]] += 1
         usage = record.get("usage") or {}
@@ -70,7 +70,7 @@ class Summary:
         return {
             "records": self.records,
             "records_with_errors": self.errors,
-            "candidates_per_record": _stats(self.candidates),
+            "candidates_per_record": _stats(self.candidate_counts),
             "judge_samples": self.judge_samples,
             "judge_completion_tokens": self.judge_tokens,
             "invalid_votes": invalid_total,
@@ -119,10 +119,12 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def _stats(values: list[int]) -> dict[str, float] | None:
-    if not values:
+def _stats(counts: Counter) -> dict[str, float] | None:
+    """Mean, min and max of values given as value -> how often (memory flat in the run's length)."""
+    if not counts:
         return None
-    return {"mean": round(sum(values) / len(values), 2), "min": min(values), "max": max(values)}
+    total = sum(counts.values())
+    return {"mean": round(sum(v * n for v, n in counts.items()) / total, 2), "min": min(counts), "max": max(counts)}
 
 
 def _pct(value: float | None) -> str:

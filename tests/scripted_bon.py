@@ -29,7 +29,7 @@ class TestEngine(ScriptedEngine):
 
 async def create_engine(config):
     latency = float(os.environ.get("BON_TEST_LATENCY", "0"))
-    return TestEngine(latency=lambda request: latency)
+    return TestEngine(latency=(lambda request: latency) if latency else None, keep_requests=False)
 
 
 bon.engines.create_engine = create_engine

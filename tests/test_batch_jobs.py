@@ -204,3 +204,10 @@ def test_output_is_byte_identical_whatever_the_concurrency(tmp_path, queries, re
     out = tmp_path / "c1.jsonl"
     assert bon(*RUN[:-2], "--concurrency", "1", queries, "-o", out, "-q").returncode == 0
     assert out.read_bytes() == reference
+
+
+def test_judge_phase_replaying_candidates_from_the_sidecar_matches_the_in_memory_path(queries, reference):
+    # Two local models: sampling first, then judging. With -o the judge phase re-reads the
+    # input and replays candidates from the sidecar; to stdout they wait in memory.
+    to_stdout = bon(*RUN, queries, "-q")
+    assert to_stdout.returncode == 0 and to_stdout.stdout.encode() == reference

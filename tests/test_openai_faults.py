@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,9 +19,10 @@ VERDICT = "<think>ok</think>\\boxed{Assistant 1}"
 class FaultyServer:
     """Answers chat completions; `script` lists the status to give each request (200 = answer)."""
 
-    def __init__(self, script=(), refuse_n=False):
+    def __init__(self, script=(), refuse_n=False, poison=None):
         self.script = list(script)
         self.refuse_n = refuse_n
+        self.poison = poison  # a text whose requests get 400 (this record's problem only)
         self.bodies = []
         owner = self
 
@@ -31,8 +34,17 @@ class FaultyServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.bodies.append({"body": body, "auth": self.headers.get("Authorization")})
                 status = owner.script.pop(0) if owner.script else 200
+                if status == "drop":  # the connection dies without an answer
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if status == "slow":  # answers only after the client has given up
+                    time.sleep(2.5)
+                    status = 200
                 if status == 200 and owner.refuse_n and body.get("n", 1) > 1:
                     status = 400
+                if owner.poison and owner.poison in json.dumps(body["messages"]):
+                    status = 422
                 if status != 200:
                     payload = {"error": {"message": "n>1 is not supported" if status == 400 else "busy", "code": status}}
                     data = json.dumps(payload).encode()
@@ -78,8 +90,8 @@ def server_factory():
         s.close()
 
 
-def ask(server, n=3, retries=3, seed=7):
-    engine = OpenAIEngine(EngineConfig("openai", "judge", base_url=server.url, max_retries=retries, request_timeout=5))
+def ask(server, n=3, retries=3, seed=7, timeout=5.0):
+    engine = OpenAIEngine(EngineConfig("openai", "judge", base_url=server.url, max_retries=retries, request_timeout=timeout))
 
     async def go():
         try:
@@ -95,6 +107,18 @@ def test_retries_through_500_and_429(server_factory):
     generation = ask(server)
     assert len(generation.completions) == 3 and len(server.bodies) == 4
     assert generation.completions[0].text == VERDICT
+
+
+def test_retries_through_timeouts_and_dropped_connections(server_factory):
+    server = server_factory(script=["slow", "drop", 500])
+    generation = ask(server, timeout=1.0)
+    assert len(generation.completions) == 3 and len(server.bodies) == 4
+
+
+def test_a_server_that_keeps_timing_out_ends_with_one_line(server_factory):
+    server = server_factory(script=["slow"] * 5)
+    with pytest.raises(EngineError, match="timed out"):
+        ask(server, retries=1, timeout=1.0)
 
 
 def test_gives_up_after_the_retry_budget_with_one_line(server_factory):
@@ -129,3 +153,19 @@ def test_api_key_is_sent_only_as_the_header(server_factory, monkeypatch):
         asyncio.run(go())
     assert server.bodies[0]["auth"] == "Bearer sk-very-secret"
     assert "sk-very-secret" not in str(info.value)
+
+
+def test_a_request_the_server_rejects_fails_its_record_only(server_factory, tmp_path):
+    from typer.testing import CliRunner
+
+    from bon.cli import app
+
+    server = server_factory(poison="POISON")
+    rows = [{"id": i, "query": "POISON" if i == 1 else f"q{i}", "candidates": ["a", "bb", "ccc"]} for i in range(3)]
+    src = tmp_path / "q.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["select", str(src), "--base-url", server.url, "--judge", "m", "--max-retries", "0"])
+    assert result.exit_code == 3, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [("error" in r) for r in records] == [False, True, False]
+    assert "rejected the request" in records[1]["error"] and "best" in records[0]

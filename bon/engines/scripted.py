@@ -37,13 +37,16 @@ class ScriptedEngine:
 
     name = "scripted"
 
-    def __init__(self, decide: Decide = prefers_longer, latency: Callable[[GenerationRequest], float] | None = None):
+    def __init__(self, decide: Decide = prefers_longer, latency: Callable[[GenerationRequest], float] | None = None,
+                 keep_requests: bool = True):
         self.decide = decide
         self.latency = latency
+        self.keep_requests = keep_requests  # tests inspect them; benchmarks must not grow
         self.requests: list[GenerationRequest] = []
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        self.requests.append(request)
+        if self.keep_requests:
+            self.requests.append(request)
         if self.latency:
             await asyncio.sleep(self.latency(request))
         user = request.messages[-1]["content"]
