@@ -177,6 +177,9 @@ class Pipeline:
                 record.output["error"] = str(exc)
         return record
 
+    async def _sample_and_judge(self, record: Record) -> Record:
+        return await self._judge(await self._sample(record))
+
     def request_stop(self) -> None:
         """Stop starting work; what is finished in order is still written (signal handlers)."""
         self.stats.interrupted = True
@@ -205,9 +208,8 @@ class Pipeline:
                     await self.policy.close()  # free its memory before the judge loads
                 if not stop.is_set():
                     self.stats.sampled, self.policy = 0, self.replay_policy
-                    stream = ordered_map(ordered_map(iterate(self.replay()), self._sample, self.concurrency, stop),
-                                         self._judge, self.concurrency, stop)
-                    async for record in stream:
+                    async for record in ordered_map(iterate(self.replay()), self._sample_and_judge,
+                                                    self.concurrency, stop):
                         self._emit(record)
             elif self.phased and self.make_sampler and self.make_judge:
                 sampled: list[Record] = []
@@ -225,11 +227,8 @@ class Pipeline:
                 if failed is not None:
                     raise failed
             else:
-                stream = ordered_map(
-                    ordered_map(iterate(records), self._sample, self.concurrency, stop),
-                    self._judge, self.concurrency, stop,
-                )
-                async for record in stream:
+                # One window for both steps: at most `concurrency` records in flight in all.
+                async for record in ordered_map(iterate(records), self._sample_and_judge, self.concurrency, stop):
                     self._emit(record)
         finally:
             for engine in (self.policy, self.judge):
