@@ -170,6 +170,9 @@ class CachedEngine:
         self.name = engine.name
         sidecar.engine_names[role] = engine.name
 
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)  # context_limit, count_prompt_tokens, stream, …
+
     async def generate(self, request: GenerationRequest) -> Generation:
         key = request_key(self.role, request)
         cached = self.sidecar.get(key, keep=self.role == "policy")

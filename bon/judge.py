@@ -12,7 +12,7 @@ import itertools
 from dataclasses import asdict, dataclass
 
 from bon.config import SamplingConfig, TournamentConfig
-from bon.engines.base import Completion, Engine, GenerationRequest
+from bon.engines.base import Completion, Engine, GenerationRequest, RecordError
 from bon.prompts import Template
 from bon.records import Record
 from bon.tournament import Ask, Vote, derive_seed, knockout, round_robin
@@ -39,13 +39,47 @@ class Usage:
         return asdict(self)
 
 
-def to_vote(first: int, second: int, completion: Completion, usage: Usage) -> Vote:
+def to_vote(first: int, second: int, completion: Completion, usage: Usage, truncated_input: bool = False) -> Vote:
     """A judge completion as a vote for a candidate index (or an invalid vote with its reason)."""
     verdict = parse_verdict(completion.text, completion.finish_reason)
     chosen = None if verdict.position is None else (first, second)[verdict.position - 1]
     usage.invalid_votes += chosen is None
     return Vote(first, second, chosen, completion.text, completion.finish_reason,
-                completion.completion_tokens, verdict.reason)
+                completion.completion_tokens, verdict.reason, truncated_input)
+
+
+OMITTED = "\n\n[… {} characters omitted by bon: the answer did not fit the judge's context …]\n\n"
+
+
+def shorten(text: str, keep: int) -> str:
+    """Head and tail of `text`, `keep` characters in all, with a visible marker between."""
+    if keep >= len(text):
+        return text
+    head = keep - keep // 2
+    return text[:head] + OMITTED.format(len(text) - keep) + (text[len(text) - keep // 2:] if keep // 2 else "")
+
+
+def fit_answers(render, count_tokens, budget: int, answer1: str, answer2: str) -> tuple[list[dict], bool]:
+    """Judge messages that fit `budget` prompt tokens, shortening both answers if needed.
+
+    Both answers keep the same share of their length (largest that fits, by bisection), so
+    neither is favoured. Raises RecordError when even empty answers do not fit.
+    """
+    messages = render(answer1, answer2)
+    if count_tokens(messages) <= budget:
+        return messages, False
+
+    def at(share: float) -> list[dict]:
+        return render(shorten(answer1, int(len(answer1) * share)), shorten(answer2, int(len(answer2) * share)))
+
+    if count_tokens(at(0.0)) > budget:
+        raise RecordError(f"the judge prompt does not fit the model's context ({budget} tokens after the "
+                          "thinking budget) even with the answers cut: the query is too long")
+    low, high = 0.0, 1.0
+    for _ in range(14):
+        middle = (low + high) / 2
+        low, high = (middle, high) if count_tokens(at(middle)) <= budget else (low, middle)
+    return at(low), True
 
 
 class Sampler:
@@ -98,9 +132,18 @@ class Judge:
         self.on_generation = on_generation  # progress callback(samples, completion_tokens)
         self.on_match = on_match  # progress callback(match)
 
+    def messages(self, question: str, answer1: str, answer2: str) -> tuple[list[dict], bool]:
+        """The judge prompt, shortened to fit the engine's context when the engine tells it."""
+        limit = getattr(self.engine, "context_limit", None)
+        count = getattr(self.engine, "count_prompt_tokens", None)
+        render = lambda x, y: self.template.render(question=question, answer1=x, answer2=y)  # noqa: E731
+        if not limit or count is None:
+            return render(answer1, answer2), False
+        return fit_answers(render, count, limit - self.sampling.max_tokens, answer1, answer2)
+
     def asker(self, question: str, candidates: list[str], usage: Usage) -> Ask:
         async def ask(first: int, second: int, k: int, seed: int) -> list[Vote]:
-            messages = self.template.render(question=question, answer1=candidates[first], answer2=candidates[second])
+            messages, shortened = self.messages(question, candidates[first], candidates[second])
             request = GenerationRequest(
                 messages, k, self.sampling.temperature, self.sampling.top_p, self.sampling.max_tokens, seed
             )
@@ -111,7 +154,7 @@ class Judge:
             usage.judge_completion_tokens += generation.completion_tokens
             if self.on_generation:
                 self.on_generation(len(generation.completions), generation.completion_tokens)
-            return [to_vote(first, second, completion, usage) for completion in generation.completions]
+            return [to_vote(first, second, completion, usage, shortened) for completion in generation.completions]
 
         return ask
 
@@ -163,7 +206,7 @@ async def compare(judge: Judge, question: str, answers: list[str], on_vote=None,
                     votes += await batch_ask(first, second, 1, seed + i)
                 return votes
             votes = []
-            messages = judge.template.render(question=question, answer1=answers[first], answer2=answers[second])
+            messages, shortened = judge.messages(question, answers[first], answers[second])
             for i in range(k):
                 if on_vote:
                     on_vote(next(counter), first, second)
@@ -178,7 +221,7 @@ async def compare(judge: Judge, question: str, answers: list[str], on_vote=None,
                 usage.judge_requests += 1
                 usage.judge_samples += 1
                 usage.judge_completion_tokens += completion.completion_tokens or 0
-                votes.append(to_vote(first, second, completion, usage))
+                votes.append(to_vote(first, second, completion, usage, shortened))
             return votes
 
     match = await decide_match(0, 1, ask, judge.tournament, derive_seed(judge.tournament.seed, "compare"))

@@ -102,3 +102,23 @@ def test_in_flight_records_never_exceed_concurrency():
     counter = {"now": 0, "max": 0}
     records = run_pipeline(engine, rows, concurrency=5, in_flight=counter)
     assert len(records) == 40 and counter["max"] == 5
+
+
+def test_answers_too_long_for_the_context_are_shortened_evenly_or_the_record_errors():
+    import pytest
+
+    from bon.engines.base import RecordError
+    from bon.judge import fit_answers
+
+    count = lambda messages: sum(len(m["content"]) for m in messages) // 4  # noqa: E731  (4 chars a token)
+    render = lambda a, b: [{"role": "user", "content": f"Q\n{a}\n---\n{b}"}]  # noqa: E731
+    first, second = "A" * 4000 + "END-A", "B" * 2000 + "END-B"
+    messages, shortened = fit_answers(render, count, 800, first, second)
+    text = messages[0]["content"]
+    assert shortened and count(messages) <= 800
+    assert "characters omitted by bon" in text and "END-A" in text and "END-B" in text  # head and tail kept
+    kept_a, kept_b = text.count("A") - 1, text.count("B") - 1
+    assert abs(kept_a / 4000 - kept_b / 2000) < 0.01  # the same share of each answer
+    assert fit_answers(render, count, 5000, first, second) == (render(first, second), False)
+    with pytest.raises(RecordError, match="too long"):
+        fit_answers(lambda a, b: [{"role": "user", "content": "Q" * 9000 + a + b}], count, 800, first, second)

@@ -29,3 +29,34 @@ def test_run_with_the_vllm_backend(tmp_path, smollm2):
         assert record["usage"]["judge_samples"] == len(votes)
         # The in-process engine counts tokens per sample.
         assert all(isinstance(v["completion_tokens"], int) and v["completion_tokens"] <= 24 for v in votes)
+
+
+def test_too_long_prompts_are_shortened_or_errored_and_phases_swap_engines(tmp_path, smollm2):
+    """Two different local models run as phases (the policy engine shut down before the
+    judge loads, with the same memory share); a judge context of 512 tokens forces the
+    long candidates to be shortened, and a query that cannot fit at all becomes an error."""
+    judge_copy = tmp_path / "judge-model"
+    judge_copy.mkdir()
+    for item in os.listdir(smollm2):
+        os.symlink(os.path.join(smollm2, item), judge_copy / item)
+    long_answer = "This answer goes on and on. " * 120
+    queries = write_jsonl(tmp_path / "q.jsonl", [
+        {"id": "long", "query": "Summarise.", "candidates": [long_answer, "Short answer.", long_answer + " The end."]},
+        {"id": "huge", "query": "word " * 900, "candidates": ["a", "b"]},
+        {"id": "new", "query": "Name a colour."},
+    ])
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "bon", "run", str(queries), "-o", str(out), "--policy", smollm2,
+         "--judge", str(judge_copy), "--backend", "vllm", "-n", "2", "--votes", "2", "--policy-max-tokens", "8",
+         "--judge-max-tokens", "32", "--judge-engine-args", '{"max_model_len": 512}'],
+        capture_output=True, text=True, timeout=900, env=dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2"),
+    )
+    assert result.returncode == 3, result.stderr[-3000:]  # finished, with a record in error
+    records = {r["id"]: r for r in read_jsonl(out.read_text())}
+    votes = [v for rnd in records["long"]["tournament"]["rounds"] for m in rnd for v in m["votes"]]
+    # Every match there has a long answer, which alone overflows the 480-token budget.
+    assert votes and all(v.get("truncated_input") is True for v in votes)
+    assert "too long" in records["huge"]["error"] and "best" not in records["huge"]
+    assert len(records["new"]["candidates"]) == 2 and "best" in records["new"]
+    assert "1 with errors" in result.stderr

@@ -32,6 +32,7 @@ class HFEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self.context_limit = getattr(model.config, "max_position_embeddings", None)
         eos = model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
 
@@ -56,6 +57,10 @@ class HFEngine:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return cls(config, tokenizer, model, device)
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         loop = asyncio.get_running_loop()

@@ -23,6 +23,11 @@ class VLLMEngine:
         self.llm, self.tokenizer = llm, tokenizer
         self.per_request_seed = per_request_seed
         self._ids = itertools.count()
+        self.context_limit = llm.model_config.max_model_len
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     @classmethod
     async def load(cls, config: EngineConfig) -> "VLLMEngine":

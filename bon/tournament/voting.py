@@ -31,6 +31,7 @@ class Vote:
     finish_reason: str
     completion_tokens: int | None
     reason: str | None = None  # why the vote is invalid: truncated, no_verdict, bad_verdict
+    truncated_input: bool = False  # the judge saw shortened answers (they did not fit its context)
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -42,6 +43,8 @@ class Vote:
         }
         if self.verdict is None:
             out["reason"] = self.reason
+        if self.truncated_input:
+            out["truncated_input"] = True
         return out
 
 
