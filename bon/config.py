@@ -65,6 +65,7 @@ class EngineConfig:
     backend: str  # "vllm" | "openai" | "hf"
     model: str
     base_url: str | None = None
+    base_urls: tuple[str, ...] = ()  # several replicas of one server (openai backend)
     api_key_env: str = "OPENAI_API_KEY"
     seed: int = 0
     request_timeout: float = 600.0

@@ -169,3 +169,60 @@ def test_a_request_the_server_rejects_fails_its_record_only(server_factory, tmp_
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [("error" in r) for r in records] == [False, True, False]
     assert "rejected the request" in records[1]["error"] and "best" in records[0]
+
+
+def test_a_fleet_carries_on_when_one_endpoint_fails(server_factory):
+    good, bad = server_factory(), server_factory(script=[500] * 1000)
+    engine = OpenAIEngine(EngineConfig("openai", "judge", base_url=bad.url, base_urls=(bad.url, good.url),
+                                       max_retries=0, request_timeout=5))
+
+    def wave(start, count):
+        return [engine.generate(GenerationRequest([{"role": "user", "content": f"q{i}"}], 2, 0.6, 1.0, 16, i))
+                for i in range(start, start + count)]
+
+    async def go():
+        try:
+            first = await asyncio.gather(*wave(0, 30))  # all sent at once: some land on the bad one
+            failed_there = len(bad.bodies)
+            second = await asyncio.gather(*wave(30, 10))  # the bad one is resting now
+            return first + second, failed_there
+        finally:
+            await engine.close()
+
+    generations, failed_there = asyncio.run(go())
+    assert all(len(g.completions) == 2 for g in generations)  # every request answered
+    assert len(good.bodies) == 40 and failed_there >= 2
+    assert len(bad.bodies) == failed_there  # rested after failing twice in a row: no new requests
+
+
+def test_requests_go_to_the_least_loaded_endpoint(server_factory):
+    first, second = server_factory(), server_factory()
+    engine = OpenAIEngine(EngineConfig("openai", "judge", base_url=first.url, base_urls=(first.url, second.url)))
+
+    async def go():
+        try:
+            await asyncio.gather(*(
+                engine.generate(GenerationRequest([{"role": "user", "content": f"q{i}"}], 1, 0.6, 1.0, 16, i))
+                for i in range(20)
+            ))
+        finally:
+            await engine.close()
+
+    asyncio.run(go())
+    assert len(first.bodies) + len(second.bodies) == 20
+    assert abs(len(first.bodies) - len(second.bodies)) <= 4  # shared, not all on one
+
+
+def test_cli_takes_several_base_urls(server_factory, tmp_path):
+    from typer.testing import CliRunner
+
+    from bon.cli import app
+
+    good = server_factory()
+    src = tmp_path / "q.jsonl"
+    src.write_text(json.dumps({"query": "q", "candidates": ["a", "bb"]}) + "\n")
+    dead = "http://127.0.0.1:9/v1"
+    result = CliRunner().invoke(app, ["select", str(src), "--judge", "m", "--base-url", dead, "--base-url", good.url,
+                                      "--max-retries", "0", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["best_index"] in (0, 1) and good.bodies

@@ -4,18 +4,34 @@ The server applies the model's chat template. Votes of one order go out as one r
 with `n` (shared prefill); a server that refuses n>1 gets separate requests from then on.
 Retries with exponential backoff and jitter on 429, 5xx, timeouts and dropped connections
 are the openai client's own (`max_retries`); what still fails ends the run with one line.
+
+Several base URLs (a fleet of `vllm serve` replicas) share the load: each request goes to
+the endpoint with the fewest outstanding requests; an endpoint that fails twice in a row
+rests for a while and its request is retried on the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 
 from bon.config import EngineConfig
 from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
 
 DEFAULT_CONCURRENCY = 256
+FAILURES_BEFORE_REST = 2
+REST_SECONDS = 30.0
+
+
+@dataclass
+class Endpoint:
+    url: str
+    client: object
+    outstanding: int = 0
+    failures: int = 0  # consecutive
+    resting_until: float = 0.0
 
 
 class OpenAIEngine:
@@ -25,15 +41,15 @@ class OpenAIEngine:
         self._openai = openai
         self.name = f"openai:{config.model}"
         self.model = config.model
-        self.base_url = config.base_url
+        urls = list(config.base_urls or (config.base_url,))
+        self.base_url = ", ".join(urls)
         # A local server needs no key; the client insists on one, so send a placeholder.
         self._key = os.environ.get(config.api_key_env) or ""
-        self.client = openai.AsyncOpenAI(
-            base_url=config.base_url,
-            api_key=self._key or "EMPTY",
-            timeout=config.request_timeout,
-            max_retries=config.max_retries,
-        )
+        self.endpoints = [
+            Endpoint(url, openai.AsyncOpenAI(base_url=url, api_key=self._key or "EMPTY",
+                                             timeout=config.request_timeout, max_retries=config.max_retries))
+            for url in urls
+        ]
         self._slots = asyncio.Semaphore(int(config.extra.get("concurrency", DEFAULT_CONCURRENCY)))
         self._n_supported = True
         self._send_seed = config.request_seed
@@ -62,23 +78,51 @@ class OpenAIEngine:
             sum(g.completion_tokens for g in parts),
         )
 
+    def _pick(self) -> Endpoint:
+        """The endpoint with the fewest outstanding requests among those not resting."""
+        now = time.monotonic()
+        awake = [e for e in self.endpoints if e.resting_until <= now]
+        if not awake:  # all resting: try the one that wakes first
+            return min(self.endpoints, key=lambda e: e.resting_until)
+        return min(awake, key=lambda e: e.outstanding)
+
+    async def _on_endpoint(self, send):
+        """send(client) on an endpoint; a failing endpoint's request moves to the others."""
+        last: Exception | None = None
+        for _ in range(2 * len(self.endpoints) if len(self.endpoints) > 1 else 1):
+            endpoint = self._pick()
+            endpoint.outstanding += 1
+            try:
+                result = await send(endpoint.client)
+            except self._openai.BadRequestError:
+                raise
+            except (self._openai.APIConnectionError, self._openai.InternalServerError,
+                    self._openai.RateLimitError) as exc:
+                endpoint.failures += 1
+                if endpoint.failures >= FAILURES_BEFORE_REST:
+                    endpoint.resting_until = time.monotonic() + REST_SECONDS
+                last = exc
+                continue
+            except self._openai.APIError as exc:
+                raise self._error(exc) from None
+            finally:
+                endpoint.outstanding -= 1
+            endpoint.failures = 0
+            return result
+        raise self._error(last) from None
+
     async def _call(self, request: GenerationRequest) -> Generation:
         extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
         async with self._slots:
-            try:
-                response = await self.client.chat.completions.create(
-                    model=self.model,
-                    messages=request.messages,
-                    n=request.n,
-                    temperature=request.temperature,
-                    top_p=request.top_p,
-                    max_tokens=request.max_tokens,
-                    **extra,
-                )
-            except self._openai.BadRequestError:
-                raise
-            except self._openai.APIError as exc:
-                raise self._error(exc) from None
+            response = await self._on_endpoint(lambda client: client.chat.completions.create(
+                model=self.model,
+                messages=request.messages,
+                n=request.n,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                max_tokens=request.max_tokens,
+                **extra,
+            ))
         usage = response.usage
         completions = []
         for choice in response.choices:
@@ -104,7 +148,7 @@ class OpenAIEngine:
         pieces: list[str] = []
         finish, tokens, thinking = "stop", None, False
         try:
-            stream = await self.client.chat.completions.create(
+            stream = await self._pick().client.chat.completions.create(
                 model=self.model, messages=request.messages, n=1, temperature=request.temperature,
                 top_p=request.top_p, max_tokens=request.max_tokens, stream=True,
                 stream_options={"include_usage": True}, **extra,
@@ -146,4 +190,5 @@ class OpenAIEngine:
         return EngineError(self._scrub(f"server {self.base_url} ({self.model}) {what}"))
 
     async def close(self) -> None:
-        await self.client.close()
+        for endpoint in self.endpoints:
+            await endpoint.client.close()
