@@ -897,6 +897,10 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
     from bon.prompts import judge_template, policy_template
     from bon.records import RecordWriter
 
+    if common.quiet:  # the libraries' own progress bars and info logs too
+        os.environ["BON_QUIET"] = "1"
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if (common.resume or common.overwrite) and not common.output:
         raise UsageError("--resume and --overwrite need -o OUTPUT")
     if common.rejects and common.on_bad_line != "skip":

