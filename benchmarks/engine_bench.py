@@ -102,6 +102,10 @@ async def main(args) -> None:
     records = list(read_records([json.dumps(r) for r in rows], FieldNames()))
     config = TournamentConfig(votes=args.votes, seed=0)
     sampling = SamplingConfig(0.6, 1.0, args.max_tokens)
+    # Warm the engine up first (allocations, first-batch costs) so the first timed run
+    # is not the one that pays for them.
+    warmup = judge_template().render(question="warm-up", answer1="a", answer2="b")
+    await asyncio.gather(*(engine.generate(GenerationRequest(warmup, 2, 0.6, 1.0, 16, i)) for i in range(8)))
 
     async def timed(label, coroutine_factory, recording):
         await engine.llm.reset_prefix_cache()
