@@ -117,14 +117,19 @@ async def main(args) -> None:
               f"{elapsed:7.1f} s  {rate:8.1f} tokens/s", flush=True)
         return rate
 
+    # bon runs first (raw replays its requests); rounds before or after it with --rounds-first,
+    # to see how much the order of runs on a shared machine moves the figures.
+    rounds_rec = Recording(engine)
+    rounds_judge = Judge(rounds_rec, judge_template(), sampling, config)
+    if args.rounds_first:
+        rounds_rate = await timed("rounds", lambda: round_barrier(rounds_judge, records, config), rounds_rec)
     bon_rec = Recording(engine)
     bon_judge = Judge(bon_rec, judge_template(), sampling, config)
     bon_rate = await timed("bon", lambda: asyncio.gather(*(bon_judge.select(r) for r in records)), bon_rec)
     raw_rec = Recording(engine)
     raw_rate = await timed("raw", lambda: asyncio.gather(*(raw_rec.generate(r) for r in bon_rec.requests)), raw_rec)
-    rounds_rec = Recording(engine)
-    rounds_judge = Judge(rounds_rec, judge_template(), sampling, config)
-    rounds_rate = await timed("rounds", lambda: round_barrier(rounds_judge, records, config), rounds_rec)
+    if not args.rounds_first:
+        rounds_rate = await timed("rounds", lambda: round_barrier(rounds_judge, records, config), rounds_rec)
     print(f"tool_vs_raw={bon_rate / raw_rate:.3f} tool_vs_rounds={bon_rate / rounds_rate:.3f}")
     await engine.close()
 
@@ -136,4 +141,5 @@ if __name__ == "__main__":
     parser.add_argument("--votes", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--model", default=str(CACHE / "SmolLM2-135M-Instruct"))
+    parser.add_argument("--rounds-first", action="store_true", help="time the round-barrier driver first")
     asyncio.run(main(parser.parse_args()))
