@@ -48,6 +48,8 @@ demo: setup model
 		--policy $(MODEL_DIR) --judge $(MODEL_DIR) --backend hf \
 		-n 4 --votes 3 --policy-max-tokens 48 --judge-max-tokens 96
 	$(PY) examples/summarize.py out/demo.jsonl
+	$(VENV)/bin/bon show out/demo.jsonl
+	@echo "one record's bracket with every vote: $(VENV)/bin/bon show out/demo.jsonl --id capital"
 
 bench: setup model
 	$(PY) benchmarks/run_all.py
