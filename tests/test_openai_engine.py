@@ -104,7 +104,7 @@ def test_run_against_the_server_keeps_the_key_secret(tmp_path, server):
 
 def test_unreachable_server_ends_the_run_with_one_line(tmp_path):
     queries = write_jsonl(tmp_path / "q.jsonl", [{"query": "hi", "candidates": ["a", "b"]}])
-    started = time.monotonic()
+    # Bounded retries end the run: subprocess's timeout is the hang guard, not a speed check.
     result = subprocess.run(
         [sys.executable, "-m", "bon", "select", str(queries), "--judge", "smol",
          "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--max-retries", "2", "--request-timeout", "5"],
@@ -114,7 +114,6 @@ def test_unreachable_server_ends_the_run_with_one_line(tmp_path):
     assert result.stderr.strip().endswith("cannot be reached")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert SECRET not in result.stderr
-    assert time.monotonic() - started < 60
 
 
 def test_compare_streams_from_the_real_server(server):
