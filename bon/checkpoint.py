@@ -89,7 +89,6 @@ class Sidecar:
         self.offsets: dict[str, int] = {}  # where indexed entries (the policy's) start in the file
         self._reader = None
         self.engine_names: dict[str, str] = {}  # role -> the engine that did the work
-        self.hits = 0
         if resume and path.exists():
             data, _ = _drop_torn_tail(path)
             lines = data.splitlines()
@@ -121,9 +120,7 @@ class Sidecar:
         # Each request is asked once per run (seeds follow its place in the work), so a
         # replayed entry is dropped — memory shrinks as a resumed run catches up — unless
         # it will be asked again (`keep`: sampled candidates, replayed in the judge phase).
-        hit = self.entries.get(key) if keep else self.entries.pop(key, None)
-        self.hits += hit is not None
-        return hit
+        return self.entries.get(key) if keep else self.entries.pop(key, None)
 
     def replay(self, key: str) -> Generation | None:
         """An entry written in this run with `index=True`, read back from the file."""

@@ -7,6 +7,7 @@ input (nothing is sampled or judged for a file with a bad line). `--debug` shows
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -71,10 +72,8 @@ def engine_args(tensor_parallel_size, data_parallel_size, gpu_memory_utilization
 def parse_engine_args(text: Optional[str], flag: str) -> dict:
     if not text:
         return {}
-    import json as _json
-
     try:
-        value = _json.loads(text)
+        value = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{flag} is not JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -396,8 +395,6 @@ def show(
     pager: Annotated[bool, typer.Option(help="Open long output in a pager when stdout is a terminal.")] = True,
 ) -> None:
     """Read a run: a summary of the judge's behaviour, or one record's bracket with every vote."""
-    import json as _json
-
     from bon.show import Summary, load_records, make_console, print_long, render_record, render_summary
 
     try:
@@ -414,7 +411,7 @@ def show(
             for record in records:
                 summary.add(record)
             if as_json:
-                typer.echo(_json.dumps(summary.to_json(), indent=2))
+                typer.echo(json.dumps(summary.to_json(), indent=2))
             else:
                 console.print(render_summary(summary))
             return
@@ -428,7 +425,7 @@ def show(
         typer.echo(f"bon: error: no record with {what} in {file}", err=True)
         raise typer.Exit(2)
     if as_json:
-        typer.echo(_json.dumps(chosen, ensure_ascii=False, indent=2))
+        typer.echo(json.dumps(chosen, ensure_ascii=False, indent=2))
         return
     print_long(console, render_record(chosen, full=full, vote=vote), pager)
 
@@ -476,8 +473,6 @@ def compare(
 
 def _compare(common, judge_model, votes, max_votes, temperature, top_p, max_tokens, template_path,
              query, a, b, as_json) -> None:
-    import json as _json
-
     from bon.engines import check_backend, create_engine
     from bon.judge import Judge, compare
     from bon.prompts import judge_template
@@ -509,7 +504,7 @@ def _compare(common, judge_model, votes, max_votes, temperature, top_p, max_toke
     result = {"query": question, "candidates": answers, "winner": match.winner, "winner_label": "AB"[match.winner],
               "match": match.to_json(), "usage": usage.to_json(), "judge": config.backend + ":" + judge_model}
     if as_json:
-        typer.echo(_json.dumps(result, ensure_ascii=False))
+        typer.echo(json.dumps(result, ensure_ascii=False))
         return
     tally = match.tally
     console.print(
@@ -559,8 +554,6 @@ def eval_(
 
 
 def _eval(common: Common, judge_model: str, votes: int, sampling: SamplingConfig, template_path, names, as_json) -> None:
-    import json as _json
-
     from bon.engines import check_backend, create_engine
     from bon.evaluate import EvalReport, PairFields, judge_pair, read_pairs
     from bon.judge import Judge, Usage
@@ -592,7 +585,7 @@ def _eval(common: Common, judge_model: str, votes: int, sampling: SamplingConfig
             async for pair, pair_votes in ordered_map(source(), one, common.concurrency):
                 score = report.add(pair, pair_votes)
                 if out:
-                    out.write(_json.dumps({"id": pair.id, "subset": pair.subset, "score": score,
+                    out.write(json.dumps({"id": pair.id, "subset": pair.subset, "score": score,
                                            "votes": [v.to_json() for v in pair_votes]}, ensure_ascii=False) + "\n")
                     out.flush()
         finally:
@@ -605,7 +598,7 @@ def _eval(common: Common, judge_model: str, votes: int, sampling: SamplingConfig
             out.close()
     figures = report.to_json()
     if as_json:
-        typer.echo(_json.dumps(figures, indent=2))
+        typer.echo(json.dumps(figures, indent=2))
         return
     from rich.table import Table
 
@@ -644,8 +637,6 @@ def score(
 ) -> None:
     """Best-of-N accuracy against references: bon's pick beside the oracle, the first candidate
     and the majority vote over final answers."""
-    import json as _json
-
     from bon.evaluate import Checker, ScoreReport
     from bon.show import load_records, make_console
 
@@ -665,7 +656,7 @@ def score(
             report.add(record, reference_field, checker)
     figures = report.to_json()
     if as_json:
-        typer.echo(_json.dumps(figures, indent=2))
+        typer.echo(json.dumps(figures, indent=2))
         return
     if not figures["records"]:
         typer.echo(f"bon: error: no record in {file} has candidates, best and `{reference_field}`", err=True)
@@ -688,8 +679,6 @@ def merge(
     overwrite: Overwrite = False,
 ) -> None:
     """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any)."""
-    import json as _json
-
     from bon.checkpoint import manifest_path
     from bon.records import FieldNames, RecordWriter, read_records
     from bon.show import load_records
@@ -701,7 +690,7 @@ def merge(
             sources = set()
             for file in files:
                 try:
-                    sources.add(_json.loads(manifest_path(file).read_text())["input"])
+                    sources.add(json.loads(manifest_path(file).read_text())["input"])
                 except (OSError, ValueError, KeyError):
                     pass
             if len(sources) != 1:
@@ -716,18 +705,18 @@ def merge(
                 raise UsageError(f"cannot read {file}: {exc.strerror}") from None
             with handle:
                 for record in load_records(handle):
-                    key = _json.dumps(record.get("id"))
+                    key = json.dumps(record.get("id"))
                     if key in by_id:
                         duplicates.append(record.get("id"))
                     by_id[key] = record
         order = [r.id for r in read_records(_input_lines(input), FieldNames(query_field, candidates_field))]
     except Exception as exc:
         _fail(exc, False, source=input)
-    missing = [i for i in order if _json.dumps(i) not in by_id]
+    missing = [i for i in order if json.dumps(i) not in by_id]
     with open(output, "w", encoding="utf-8") as out:
         writer = RecordWriter(out)
         for record_id in order:
-            record = by_id.get(_json.dumps(record_id))
+            record = by_id.get(json.dumps(record_id))
             if record is not None:
                 writer.write(record)
         writer.close()
@@ -782,9 +771,6 @@ class BadLines:
     """--on-bad-line skip: report each bad line on stderr, count it, optionally keep it in --rejects."""
 
     def __init__(self, rejects: Optional[Path]):
-        import json as _json
-
-        self._json = _json
         self.count = 0
         self._rejects = open(rejects, "w", encoding="utf-8") if rejects else None
 
@@ -792,8 +778,8 @@ class BadLines:
         self.count += 1
         typer.echo(f"bon: skipped line {error.line}: {error.problem}", err=True)
         if self._rejects:
-            self._rejects.write(self._json.dumps({"line": error.line, "error": error.problem, "text": text},
-                                                 ensure_ascii=False) + "\n")
+            self._rejects.write(json.dumps({"line": error.line, "error": error.problem, "text": text},
+                                           ensure_ascii=False) + "\n")
             self._rejects.flush()
 
     def close(self) -> None:

@@ -166,7 +166,7 @@ class Judge:
         if self.tournament.strategy == "elo":
             result, scores = await round_robin(record.candidates, ask, self.tournament, record.id,
                                                self.tournament.max_pairs, self.on_match)
-            extra = elo_fields(result, scores)
+            extra = elo_fields(scores)
         else:
             result = await knockout(record.candidates, ask, self.tournament, record.id, self.on_match)
         usage.votes_saved = sum(m.votes_saved for matches in result.rounds for m in matches)

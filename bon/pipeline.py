@@ -112,15 +112,23 @@ class LazyEngine:
 
 @dataclass
 class RunStats:
-    records: int = 0
     sampled: int = 0
-    errors: int = 0  # records written with an `error` field
     skipped: int = 0  # bad input lines skipped (--on-bad-line skip)
     resumed: int = 0  # records already in OUTPUT (--resume)
     interrupted: bool = False
     usage: Usage = field(default_factory=Usage)
     judged: Summary = field(default_factory=Summary)
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def records(self) -> int:
+        """Records written in this run."""
+        return self.judged.records
+
+    @property
+    def errors(self) -> int:
+        """Records written with an `error` field."""
+        return self.judged.errors
 
     def summary(self) -> str:
         """One line for stderr at the end of a run."""
@@ -190,8 +198,6 @@ class Pipeline:
         out = output_record(record)
         self.writer.write(out)
         self.stats.judged.add(out)
-        self.stats.records += 1
-        self.stats.errors += "error" in out
         if self.progress:
             self.progress(record)
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from rich.console import Console, Group
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree

@@ -1,7 +1,6 @@
 """`bon eval` (pairwise accuracy) and `bon score` (best-of-N accuracy), against hand-computed figures."""
 
 import json
-import random
 
 import pytest
 from typer.testing import CliRunner

@@ -118,11 +118,15 @@ async def round_robin(
             loser = m.b if m.winner == m.a else m.a
             wins[(m.winner, loser)] = wins.get((m.winner, loser), 0.0) + 1.0
     scores = bradley_terry(len(candidates), wins)
-    ranking = sorted(range(len(candidates)), key=lambda k: (-scores[k], k))
-    tournament = Tournament(winner=ranking[0], seed=config.seed, rounds=[matches] if matches else [], strategy="elo")
+    tournament = Tournament(winner=ranking(scores)[0], seed=config.seed, rounds=[matches] if matches else [],
+                            strategy="elo")
     return tournament, scores
 
 
-def elo_fields(tournament: Tournament, scores: list[float]) -> dict[str, Any]:
-    ranking = sorted(range(len(scores)), key=lambda k: (-scores[k], k))
-    return {"ranking": ranking, "scores": [round(s, 2) for s in scores]}
+def ranking(scores: list[float]) -> list[int]:
+    """Candidate indices, best first (equal scores: the lower index first)."""
+    return sorted(range(len(scores)), key=lambda k: (-scores[k], k))
+
+
+def elo_fields(scores: list[float]) -> dict[str, Any]:
+    return {"ranking": ranking(scores), "scores": [round(s, 2) for s in scores]}

@@ -31,10 +31,6 @@ class Tournament:
     rounds: list[list[Match]] = field(default_factory=list)
     strategy: str = "knockout"
 
-    @property
-    def votes(self):
-        return [v for matches in self.rounds for m in matches for v in m.votes]
-
     def to_json(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy,
