@@ -50,6 +50,14 @@ class Generation:
     completion_tokens: int  # all samples together
 
 
+def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """The prompt as the model was trained to see it: its own chat template with the
+    generation prompt, as token ids. The rendered template already holds any BOS token,
+    so tokenizing must add no special tokens a second time."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
 class Engine(Protocol):
     name: str  # "backend:model", for logs and records
 

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from bon.config import EngineConfig
-from bon.engines.base import BackendUnavailable, Completion, EngineError, Generation, GenerationRequest
+from bon.engines.base import BackendUnavailable, Completion, EngineError, Generation, GenerationRequest, chat_prompt_ids
 from bon.tournament.seeds import derive_seed
 
 MAX_BATCH_ROWS = 16
@@ -65,8 +65,7 @@ class HFEngine:
         return cls(config, tokenizer, model, device)
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return len(chat_prompt_ids(self.tokenizer, messages))
 
     async def generate(self, request: GenerationRequest) -> Generation:
         loop = asyncio.get_running_loop()
@@ -118,14 +117,9 @@ class HFEngine:
         import torch
 
         head = requests[0]
-        texts = [
-            self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-            for r in requests
-        ]
-        prompt_lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        rows = [t for t, r in zip(texts, requests) for _ in range(r.n)]
-        # The template already holds any BOS token: add no special tokens twice.
-        inputs = self.tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        prompts = [chat_prompt_ids(self.tokenizer, r.messages) for r in requests]
+        rows = [ids for ids, r in zip(prompts, requests) for _ in range(r.n)]
+        inputs = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)  # left padding
         # One generator seed per batch, from every request's seed: a request alone in its
         # batch is reproducible; shared batches depend on what ran together.
         torch.manual_seed(derive_seed(*[r.seed for r in requests]))
@@ -149,7 +143,7 @@ class HFEngine:
             else:
                 completions.append(Completion(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), "stop", end + 1))
         results, start = [], 0
-        for r, prompt_tokens in zip(requests, prompt_lengths):
+        for r, prompt_tokens in zip(requests, map(len, prompts)):
             mine = completions[start:start + r.n]
             start += r.n
             results.append(Generation(mine, prompt_tokens, sum(c.completion_tokens for c in mine)))

