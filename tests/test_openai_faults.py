@@ -19,10 +19,11 @@ VERDICT = "<think>ok</think>\\boxed{Assistant 1}"
 class FaultyServer:
     """Answers chat completions; `script` lists the status to give each request (200 = answer)."""
 
-    def __init__(self, script=(), refuse_n=False, poison=None):
+    def __init__(self, script=(), refuse_n=False, poison=None, poison_status=422):
         self.script = list(script)
         self.refuse_n = refuse_n
-        self.poison = poison  # a text whose requests get 400 (this record's problem only)
+        self.poison = poison  # a text whose requests are rejected (this record's problem only)
+        self.poison_status = poison_status
         self.bodies = []
         owner = self
 
@@ -44,9 +45,12 @@ class FaultyServer:
                 if status == 200 and owner.refuse_n and body.get("n", 1) > 1:
                     status = 400
                 if owner.poison and owner.poison in json.dumps(body["messages"]):
-                    status = 422
+                    status = owner.poison_status
                 if status != 200:
-                    payload = {"error": {"message": "n>1 is not supported" if status == 400 else "busy", "code": status}}
+                    message = {400: "n>1 is not supported", 422: "prompt is too long"}.get(status, "busy")
+                    if owner.poison and owner.poison in json.dumps(body["messages"]):
+                        message = "This model's maximum context length is 2048 tokens"
+                    payload = {"error": {"message": message, "code": status}}
                     data = json.dumps(payload).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -155,20 +159,25 @@ def test_api_key_is_sent_only_as_the_header(server_factory, monkeypatch):
     assert "sk-very-secret" not in str(info.value)
 
 
-def test_a_request_the_server_rejects_fails_its_record_only(server_factory, tmp_path):
+@pytest.mark.parametrize("status, votes", [(422, 3), (400, 3), (400, 1)])
+def test_a_request_the_server_rejects_fails_its_record_only(server_factory, tmp_path, status, votes):
     from typer.testing import CliRunner
 
     from bon.cli import app
 
-    server = server_factory(poison="POISON")
+    server = server_factory(poison="POISON", poison_status=status)
     rows = [{"id": i, "query": "POISON" if i == 1 else f"q{i}", "candidates": ["a", "bb", "ccc"]} for i in range(3)]
     src = tmp_path / "q.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = CliRunner().invoke(app, ["select", str(src), "--base-url", server.url, "--judge", "m", "--max-retries", "0"])
+    result = CliRunner().invoke(app, ["select", str(src), "--base-url", server.url, "--judge", "m",
+                                      "--max-retries", "0", "--votes", str(votes), "--concurrency", "1"])
     assert result.exit_code == 3, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [("error" in r) for r in records] == [False, True, False]
     assert "rejected the request" in records[1]["error"] and "best" in records[0]
+    # A rejection that is not about `n` leaves n>1 requests in use for the records after it.
+    after = [b["body"]["n"] for b in server.bodies if "q2" in json.dumps(b["body"])]
+    assert max(after) == (votes + 1) // 2
 
 
 def test_a_fleet_carries_on_when_one_endpoint_fails(server_factory):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 
@@ -23,6 +24,13 @@ from bon.engines.base import Completion, EngineError, Generation, GenerationRequ
 DEFAULT_CONCURRENCY = 256
 FAILURES_BEFORE_REST = 2
 REST_SECONDS = 30.0
+
+
+class NRefused(RecordError):
+    """The server refused n>1 samples per request (its message names `n`)."""
+
+
+_NAMES_N = re.compile(r"\bn\b", re.IGNORECASE)  # "only n=1 is supported", "`n` must be 1"
 
 
 @dataclass
@@ -62,9 +70,7 @@ class OpenAIEngine:
         if request.n > 1 and self._n_supported:
             try:
                 return await self._call(request)
-            except self._openai.BadRequestError as exc:
-                if "n" not in str(exc).lower():
-                    raise self._error(exc) from None
+            except NRefused:
                 self._n_supported = False  # e.g. "only n=1 is supported": fall back for good
         if request.n == 1:
             return await self._call(request)
@@ -94,8 +100,6 @@ class OpenAIEngine:
             endpoint.outstanding += 1
             try:
                 result = await send(endpoint.client)
-            except self._openai.BadRequestError:
-                raise
             except (self._openai.APIConnectionError, self._openai.InternalServerError,
                     self._openai.RateLimitError) as exc:
                 endpoint.failures += 1
@@ -176,6 +180,8 @@ class OpenAIEngine:
         yield Completion("".join(pieces), finish, tokens)
 
     def _error(self, exc: Exception) -> EngineError:
+        if isinstance(exc, self._openai.BadRequestError) and _NAMES_N.search(str(exc.message)):
+            return NRefused(self._scrub(f"server {self.base_url} ({self.model}) refused n>1: {exc.message}"))
         if isinstance(exc, self._openai.APIStatusError) and exc.status_code in (400, 413, 422):
             # The server rejects this request (too long, bad content): this record's problem only.
             return RecordError(self._scrub(f"server {self.base_url} ({self.model}) rejected the request: {exc.message}"))
