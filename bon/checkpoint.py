@@ -25,7 +25,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bon import __version__
-from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest
+from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest, RecordError
 
 SIDECAR_SUFFIX = ".bon-cache.jsonl"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -89,6 +89,7 @@ class Sidecar:
         self.offsets: dict[str, int] = {}  # where indexed entries (the policy's) start in the file
         self._reader = None
         self.engine_names: dict[str, str] = {}  # role -> the engine that did the work
+        self.rejected: dict[str, str] = {}  # indexed requests the backend rejected -> why (kept for replay)
         if resume and path.exists():
             data, _ = _drop_torn_tail(path)
             lines = data.splitlines()
@@ -175,7 +176,12 @@ class CachedEngine:
         cached = self.sidecar.get(key, keep=self.role == "policy")
         if cached is not None:
             return cached
-        generation = await self.engine.generate(request)
+        try:
+            generation = await self.engine.generate(request)
+        except RecordError as exc:
+            if self.role == "policy":  # the judge phase replays this record: it must fail the same way
+                self.sidecar.rejected[key] = str(exc)
+            raise
         self.sidecar.put(key, generation, index=self.role == "policy")
         return generation
 
@@ -191,7 +197,10 @@ class ReplayEngine:
         self.name = sidecar.engine_names.get(role, name)
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        cached = self.sidecar.replay(request_key(self.role, request))
+        key = request_key(self.role, request)
+        if key in self.sidecar.rejected:
+            raise RecordError(self.sidecar.rejected.pop(key))
+        cached = self.sidecar.replay(key)
         if cached is None:
             raise EngineError(f"{self.name}: sampled candidates missing from {self.sidecar.path}")
         return cached

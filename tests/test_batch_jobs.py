@@ -147,10 +147,12 @@ def test_skip_bad_lines_reports_counts_and_rejects(tmp_path):
     assert failed.returncode == 2 and failed.stdout == "" and "line 2: invalid JSON" in failed.stderr
 
 
-def test_a_record_the_backend_rejects_gets_an_error_and_the_run_goes_on(tmp_path, queries):
-    result = bon(*RUN, queries, env={"BON_TEST_FAIL_ON": "question number 7"})
+@pytest.mark.parametrize("to_file", [False, True])  # in memory, or replayed from the sidecar
+def test_a_record_the_backend_rejects_gets_an_error_and_the_run_goes_on(tmp_path, queries, to_file):
+    out = tmp_path / "out.jsonl"
+    result = bon(*RUN, queries, *(["-o", out] if to_file else []), env={"BON_TEST_FAIL_ON": "question number 7"})
     assert result.returncode == 3, result.stderr
-    records = read_jsonl(result.stdout)
+    records = read_jsonl(out.read_text() if to_file else result.stdout)
     assert len(records) == len(QUERIES)
     failed = [r for r in records if "error" in r]
     assert [r["id"] for r in failed] == ["q07"] and "rejected" in failed[0]["error"]
