@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,21 +97,28 @@ def test_show_reads_stdin_and_survives_a_torn_last_line():
 
 
 def tmux_screen(command: str, until: str) -> tuple[str, str]:
-    """Run `command` in a real terminal (tmux, 120x60); return the screen as text and with escapes."""
+    """Run `command` in a real terminal (tmux, 120x60); return the screen as text and with escapes.
+
+    Each call gets its own tmux server on a private socket: with the shared default server, a
+    new session can race the previous server's exit ("server exited unexpectedly").
+    """
     assert shutil.which("tmux"), "tmux is needed for the terminal test (.ci/run installs it)"
-    session = f"bon-test-{os.getpid()}-{time.monotonic_ns()}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "60", command + "; sleep 30"],
-                   check=True)
-    try:
-        deadline = time.monotonic() + 30
-        screen = ""
-        while time.monotonic() < deadline and until not in screen:
-            time.sleep(0.5)
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-        raw = subprocess.run(["tmux", "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True).stdout
-        return screen, raw
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session])
+    with tempfile.TemporaryDirectory(prefix="bon-tmux-") as folder:
+        tmux = ["tmux", "-S", os.path.join(folder, "socket")]
+        subprocess.run(tmux + ["new-session", "-d", "-s", "bon", "-x", "120", "-y", "60", command + "; sleep 30"],
+                       check=True)
+        try:
+            deadline = time.monotonic() + 30
+            screen = ""
+            while time.monotonic() < deadline and until not in screen:
+                time.sleep(0.5)
+                screen = subprocess.run(tmux + ["capture-pane", "-p", "-t", "bon"], capture_output=True,
+                                        text=True).stdout
+            raw = subprocess.run(tmux + ["capture-pane", "-p", "-e", "-t", "bon"], capture_output=True,
+                                 text=True).stdout
+            return screen, raw
+        finally:
+            subprocess.run(tmux + ["kill-server"], capture_output=True)
 
 
 def test_in_a_real_terminal():
