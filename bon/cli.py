@@ -827,8 +827,14 @@ def _data_stdout():
 
 
 def _execute(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
+    from bon.interrupts import Interrupted, RunSignals
+
     try:
-        _pipeline(common, sampling, judging)
+        with RunSignals() as signals:
+            _pipeline(common, sampling, judging, signals)
+    except Interrupted as exc:
+        typer.echo(f"bon: {exc}: stopped before the run began; nothing was written", err=True)
+        raise typer.Exit(exc.exit_code)
     except Exception as exc:
         _fail(exc, common.debug, source=common.input)
     except KeyboardInterrupt:
@@ -871,9 +877,8 @@ def _settings(common: Common, sampling, judging, p_template, j_template) -> dict
     return out
 
 
-def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings]) -> None:
-    import signal
-
+def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings],
+              signals) -> None:
     from bon.checkpoint import (CachedEngine, Manifest, Sidecar, manifest_path, open_output, safe_url,
                                 sidecar_path)
     from bon.engines import check_backend, create_engine
@@ -915,6 +920,7 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
             raise UsageError(f"--max-votes ({judging.max_votes}) must be at least --votes ({judging.votes})")
 
     settings = _settings(common, sampling, judging, p_template, j_template)
+    signals.defer()  # from here a signal must not leave the output, sidecar or manifest half-written
     done: set = set()
     sidecar = manifest = None
     if common.output:
@@ -974,30 +980,19 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
         pipeline.replay = lambda: _records(common, need_candidates, (lambda e, t: None) if bad_lines else None,
                                            frozenset(done))
         pipeline.replay_policy = LazyEngine(_replay_factory(sidecar, policy_cfg))
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if received:  # a second signal: out at once
-            os._exit(128 + signum)
-        received.append(signum)
-        typer.echo(f"bon: {signal.Signals(signum).name}: finishing what is written, stopping", err=True)
-        pipeline.request_stop()
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(signum, on_signal, signum)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
-                pass
+        signals.stop_with(pipeline.request_stop)
         records = _records(common, need_candidates, bad_lines, frozenset(done))
         await pipeline.run(_threaded(records) if common.input == "-" else records)
 
-    status = "failed"
+    status, interrupted_by = "failed", None
     try:
         with progress:
             asyncio.run(main())
-        status = "interrupted" if received else "complete"
+        # A signal after this point finds every record written: the run is complete.
+        interrupted_by = signals.received[0] if signals.received else None
+        status = "interrupted" if interrupted_by else "complete"
     finally:
         stats = pipeline.stats
         stats.skipped = bad_lines.count if bad_lines else 0
@@ -1013,10 +1008,10 @@ def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optio
             out_stream.close()
     if not common.quiet:
         typer.echo(stats.summary(), err=True)
-    if received:
+    if interrupted_by:
         if common.output:
             typer.echo(f"bon: stopped; continue with: {_resume_command()}", err=True)
-        raise typer.Exit(128 + received[0])
+        raise typer.Exit(128 + interrupted_by)
     if stats.errors:
         raise typer.Exit(3)
 

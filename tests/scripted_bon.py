@@ -2,9 +2,11 @@
 
 For tests that need a real process (signals, SIGKILL, resume) but a deterministic judge.
 BON_TEST_LATENCY: seconds per request; BON_TEST_LOG: file that gets one line per request
-(its sidecar keys); BON_TEST_FAIL_ON: a query text whose requests fail for that record alone.
+(its sidecar keys); BON_TEST_FAIL_ON: a query text whose requests fail for that record alone;
+BON_TEST_CLOSE_LATENCY: seconds an engine takes to shut down (vLLM's can take several).
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -25,6 +27,9 @@ class TestEngine(ScriptedEngine):
             with open(log, "a") as handle:
                 handle.write(json.dumps([request_key("policy", request), request_key("judge", request)]) + "\n")
         return await super().generate(request)
+
+    async def close(self):
+        await asyncio.sleep(float(os.environ.get("BON_TEST_CLOSE_LATENCY", "0")))
 
 
 async def create_engine(config):

@@ -117,14 +117,51 @@ def test_signal_writes_what_is_finished_and_says_how_to_resume(tmp_path, queries
 
 
 def test_a_second_signal_exits_at_once(tmp_path, queries):
-    out = tmp_path / "out.jsonl"
-    process = start(*RUN, queries, "-o", out, env={"BON_TEST_LATENCY": "2"})
-    time.sleep(3)
+    """The first signal starts a graceful stop whose engine shutdown is slow; the second ends it now."""
+    out, log = tmp_path / "out.jsonl", tmp_path / "requests.log"
+    process = start(*RUN, queries, "-o", out,
+                    env={"BON_TEST_LATENCY": "2", "BON_TEST_LOG": str(log), "BON_TEST_CLOSE_LATENCY": "120"})
+    wait_for_lines(log, 1, process)  # the pipeline is running: its first request is out
     process.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    time.sleep(0.5)
+    assert process.poll() is None  # still shutting its engine down
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=10)
+    _, stderr = process.communicate(timeout=20)  # far less than the 120 s shutdown
     assert process.returncode == 130
+    assert "Traceback" not in stderr
+
+
+def test_a_signal_during_start_up_exits_cleanly():
+    """Before the pipeline runs (checking a big input), a signal ends start-up with no traceback."""
+    from bon.interrupts import Interrupted, RunSignals
+
+    previous = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted) as caught:
+        with RunSignals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises at the next bytecode; this never completes
+    assert caught.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is previous  # the caller's handler is back
+
+
+def test_a_signal_while_files_open_is_kept_for_the_pipeline():
+    """Between start-up and the pipeline, a signal is noted, then stops the pipeline as it starts."""
+    import asyncio
+
+    from bon.interrupts import RunSignals
+
+    stopped = []
+    with RunSignals() as signals:
+        signals.defer()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert signals.received == [signal.SIGTERM] and not stopped
+
+        async def pipeline():
+            signals.stop_with(lambda: stopped.append("stop"))
+
+        asyncio.run(pipeline())
+    assert stopped == ["stop"]
 
 
 def test_skip_bad_lines_reports_counts_and_rejects(tmp_path):
