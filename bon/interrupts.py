@@ -66,9 +66,9 @@ class RunSignals:
         if self.received:
             os._exit(128 + signum)
         self.received.append(signum)
-        print(f"bon: {signal.Signals(signum).name}: finishing what is written, stopping", file=sys.stderr, flush=True)
         if self._interruptible:
-            raise Interrupted(signum)
+            raise Interrupted(signum)  # the caller says what happened
+        print(f"bon: {signal.Signals(signum).name}: finishing what is written, stopping", file=sys.stderr, flush=True)
         if self._loop is not None and not self._loop.is_closed():
             # The handler runs between two bytecodes of the loop's own thread: hand the stop
             # to the loop rather than touching its state from here.
