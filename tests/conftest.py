@@ -1,5 +1,6 @@
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,17 @@ def write_jsonl(path: Path, rows) -> Path:
 
 def read_jsonl(text: str):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_until(condition, what: str, tries: int = 600, every: float = 0.1):
+    """Poll `condition` until it returns something truthy, and return that.
+
+    The bound on tries is a hang guard (a broken build must not hang CI), not a speed check:
+    it is far above what any healthy run needs.
+    """
+    for _ in range(tries):
+        result = condition()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"{what}: never happened")

@@ -3,7 +3,8 @@
 For tests that need a real process (signals, SIGKILL, resume) but a deterministic judge.
 BON_TEST_LATENCY: seconds per request; BON_TEST_LOG: file that gets one line per request
 (its sidecar keys); BON_TEST_FAIL_ON: a query text whose requests fail for that record alone;
-BON_TEST_CLOSE_LATENCY: seconds an engine takes to shut down (vLLM's can take several).
+BON_TEST_CLOSE_LATENCY: seconds an engine takes to shut down (vLLM's can take several);
+BON_TEST_CLOSE_LOG: file that gets "close started" and "close finished" lines.
 """
 
 import asyncio
@@ -29,7 +30,16 @@ class TestEngine(ScriptedEngine):
         return await super().generate(request)
 
     async def close(self):
+        note("close started")
         await asyncio.sleep(float(os.environ.get("BON_TEST_CLOSE_LATENCY", "0")))
+        note("close finished")
+
+
+def note(line):
+    path = os.environ.get("BON_TEST_CLOSE_LOG")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(line + "\n")
 
 
 async def create_engine(config):

@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from bon.config import EngineConfig
 from bon.engines.base import GenerationRequest
 from bon.engines.openai import OpenAIEngine
-from conftest import read_jsonl, write_jsonl
+from conftest import read_jsonl, wait_until, write_jsonl
 
 pytestmark = [pytest.mark.model, pytest.mark.vllm]
 
@@ -42,15 +41,14 @@ def server(smollm2, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 600
-        while True:
+        def answers():
             assert process.poll() is None, f"vLLM server died:\n{log.read_text()[-3000:]}"
             try:
                 urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
+                return True
             except OSError:
-                assert time.monotonic() < deadline, "vLLM server did not start in 600 s"
-                time.sleep(2)
+                return False
+        wait_until(answers, "the vLLM server to answer /models", tries=300, every=2)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)

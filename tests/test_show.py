@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 
 from bon.cli import app
 from bon.show import Summary, load_records, render_record
+from conftest import wait_until
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run.jsonl"
 runner = CliRunner()
@@ -108,12 +108,11 @@ def tmux_screen(command: str, until: str) -> tuple[str, str]:
         subprocess.run(tmux + ["new-session", "-d", "-s", "bon", "-x", "120", "-y", "60", command + "; sleep 30"],
                        check=True)
         try:
-            deadline = time.monotonic() + 30
-            screen = ""
-            while time.monotonic() < deadline and until not in screen:
-                time.sleep(0.5)
+            def capture():
                 screen = subprocess.run(tmux + ["capture-pane", "-p", "-t", "bon"], capture_output=True,
                                         text=True).stdout
+                return screen if until in screen else None
+            screen = wait_until(capture, f"the terminal to show {until!r}")
             raw = subprocess.run(tmux + ["capture-pane", "-p", "-e", "-t", "bon"], capture_output=True,
                                  text=True).stdout
             return screen, raw
