@@ -13,13 +13,16 @@ import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 
 import typer
 
 from bon import __version__
 from bon import config as defaults
 from bon.config import EngineConfig, SamplingConfig, TournamentConfig
+
+if TYPE_CHECKING:
+    from bon.interrupts import RunSignals
 
 app = typer.Typer(
     help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
@@ -837,9 +840,6 @@ def _execute(common: Common, sampling: Optional[SampleSettings], judging: Option
         raise typer.Exit(exc.exit_code)
     except Exception as exc:
         _fail(exc, common.debug, source=common.input)
-    except KeyboardInterrupt:
-        typer.echo("bon: interrupted", err=True)
-        raise typer.Exit(130)
 
 
 def _fail(exc: Exception, debug: bool, source: str | None = None) -> None:
@@ -878,7 +878,7 @@ def _settings(common: Common, sampling, judging, p_template, j_template) -> dict
 
 
 def _pipeline(common: Common, sampling: Optional[SampleSettings], judging: Optional[JudgeSettings],
-              signals) -> None:
+              signals: RunSignals) -> None:
     from bon.checkpoint import (CachedEngine, Manifest, Sidecar, manifest_path, open_output, safe_url,
                                 sidecar_path)
     from bon.engines import check_backend, create_engine
