@@ -76,7 +76,11 @@ def _generation(entry: dict[str, Any]) -> Generation:
 
 
 def request_key(role: str, request: GenerationRequest) -> str:
-    payload = json.dumps([role, asdict(request)], sort_keys=True, ensure_ascii=False)
+    # The priority only orders the work: leaving it out keeps sidecars written before it
+    # existed valid, and a resume hits whatever order the requests come in.
+    fields = asdict(request)
+    del fields["priority"]
+    payload = json.dumps([role, fields], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

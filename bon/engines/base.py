@@ -34,6 +34,9 @@ class GenerationRequest:
     top_p: float
     max_tokens: int
     seed: int | None = None  # engines derive distinct per-sample seeds from it
+    # Lower runs sooner (vLLM's convention). A scheduling hint only: it never changes the
+    # text, so it is no part of a request's identity (checkpoint.request_key leaves it out).
+    priority: int = 0
 
 
 @dataclass(frozen=True)
