@@ -82,6 +82,19 @@ def fit_answers(render, count_tokens, budget: int, answer1: str, answer2: str) -
     return at(low), True
 
 
+# Engines that honour priorities (vLLM with scheduling_policy="priority") run lower values
+# first. Earlier records go first so records finish — and are written — in input order as
+# early as possible, instead of every record's deep rounds queueing behind everyone's first
+# round; within a record, deeper rounds first. Measured in benchmarks/simulate.py.
+ROUNDS_PER_RECORD = 64  # depth slots per record: more rounds than any bracket has
+
+
+def request_priority(position: int, depth: int = 0) -> int:
+    """The priority of a request for the record at `position` (input order), `depth`
+    matches into its tournament."""
+    return position * ROUNDS_PER_RECORD - min(depth, ROUNDS_PER_RECORD - 1)
+
+
 class Sampler:
     """Samples N candidates per record from the policy: one request with `n=N`."""
 
@@ -111,6 +124,7 @@ class Sampler:
             top_p=self.sampling.top_p,
             max_tokens=self.sampling.max_tokens,
             seed=derive_seed(self.seed, record.id, "policy"),
+            priority=request_priority(record.line),
         )
         generation = await self.engine.generate(request)
         record.candidates = [c.text for c in generation.completions]
@@ -141,11 +155,24 @@ class Judge:
             return render(answer1, answer2), False
         return fit_answers(render, count, limit - self.sampling.max_tokens, answer1, answer2)
 
-    def asker(self, question: str, candidates: list[str], usage: Usage) -> Ask:
+    def asker(self, question: str, candidates: list[str], usage: Usage, position: int = 0) -> Ask:
+        """The tournament's `ask` for one record; `position` (its place in the input) and
+        the match's depth set each request's priority."""
+        # The depth is read off the asks themselves, so no bracket code has to pass it:
+        # a match is as deep as the most opponents either side has already faced (a
+        # knockout round's matches all see the same count; repeated asks of one pair,
+        # such as its two orders or tie-break waves, keep their depth).
+        opponents: dict[int, set[int]] = {}
+
         async def ask(first: int, second: int, k: int, seed: int) -> list[Vote]:
+            faced_first, faced_second = opponents.setdefault(first, set()), opponents.setdefault(second, set())
+            depth = max(len(faced_first - {second}), len(faced_second - {first}))
+            faced_first.add(second)
+            faced_second.add(first)
             messages, shortened = self.messages(question, candidates[first], candidates[second])
             request = GenerationRequest(
-                messages, k, self.sampling.temperature, self.sampling.top_p, self.sampling.max_tokens, seed
+                messages, k, self.sampling.temperature, self.sampling.top_p, self.sampling.max_tokens, seed,
+                priority=request_priority(position, depth),
             )
             generation = await self.engine.generate(request)
             usage.judge_requests += 1
@@ -161,7 +188,7 @@ class Judge:
     async def select(self, record: Record) -> Usage:
         assert record.candidates is not None
         usage = Usage()
-        ask = self.asker(record.question, record.candidates, usage)
+        ask = self.asker(record.question, record.candidates, usage, position=record.line)
         extra = {}
         if self.tournament.strategy == "elo":
             result, scores = await round_robin(record.candidates, ask, self.tournament, record.id,

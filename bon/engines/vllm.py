@@ -26,6 +26,8 @@ class VLLMEngine:
         self.per_request_seed = per_request_seed
         self._ids = itertools.count()
         self.context_limit = llm.model_config.max_model_len
+        # Priorities mean something only to a priority scheduler; under "fcfs" they are not sent.
+        self.priorities = llm.vllm_config.scheduler_config.policy == "priority"
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         return len(chat_prompt_ids(self.tokenizer, messages))
@@ -68,12 +70,16 @@ class VLLMEngine:
         )
         return prompt_ids, params
 
+    def _priority(self, request: GenerationRequest) -> int:
+        return request.priority if self.priorities else 0
+
     async def stream(self, request: GenerationRequest):
         """One sample, streamed: text pieces as the engine makes them, then the Completion."""
         prompt_ids, params = self._prepare(GenerationRequest(request.messages, 1, request.temperature,
                                                              request.top_p, request.max_tokens, request.seed), "DELTA")
         pieces, tokens, finish = [], 0, "stop"
-        async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=f"bon-{next(self._ids)}"):
+        async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=f"bon-{next(self._ids)}",
+                                              priority=self._priority(request)):
             sample = output.outputs[0]
             tokens += len(sample.token_ids)
             if sample.text:
@@ -88,7 +94,7 @@ class VLLMEngine:
         final = None
         try:
             async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params,
-                                                  request_id=f"bon-{next(self._ids)}"):
+                                                  request_id=f"bon-{next(self._ids)}", priority=self._priority(request)):
                 final = output
         except ValueError as exc:  # vLLM's word for a request it cannot take (e.g. too long)
             raise RecordError(f"{self.name}: {str(exc).splitlines()[0]}") from None
