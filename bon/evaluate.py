@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from bon.records import InputError, decode_lines
+from bon.show import longer_candidate
 from bon.tournament.voting import Vote, split_votes
 from bon.tournament.seeds import derive_seed
 from bon.verdict import last_boxed
@@ -94,6 +95,8 @@ class EvalReport:
     invalid: int = 0
     valid: int = 0
     first_wins: int = 0
+    length_votes: int = 0  # valid votes on pairs whose texts differ in length
+    longer_wins: int = 0
 
     def add(self, pair: Pair, votes: list[Vote]) -> float:
         score = pair_score(votes)
@@ -110,6 +113,12 @@ class EvalReport:
             else:
                 self.valid += 1
                 self.first_wins += v.verdict == v.first
+        longer = longer_candidate([pair.chosen, pair.rejected], 0, 1)
+        if longer is not None:
+            for v in votes:
+                if v.verdict is not None:
+                    self.length_votes += 1
+                    self.longer_wins += v.verdict == longer
         return score
 
     def vote_counts(self) -> list[int]:
@@ -129,6 +138,8 @@ class EvalReport:
             "judge_samples": self.samples,
             "invalid_rate": round(self.invalid / self.samples, 4) if self.samples else None,
             "first_position_win_rate": round(self.first_wins / self.valid, 4) if self.valid else None,
+            # share of valid votes that chose the longer answer: 0.5 = no length bias
+            "longer_win_rate": round(self.longer_wins / self.length_votes, 4) if self.length_votes else None,
         }
 
 

@@ -36,6 +36,8 @@ class Summary:
     both_orders_decided: int = 0
     order_disagreements: int = 0
     winners: Counter = field(default_factory=Counter)
+    length_votes: int = 0  # valid votes between candidates of different lengths
+    longer_wins: int = 0
 
     def add(self, record: dict[str, Any]) -> None:
         self.records += 1
@@ -56,13 +58,19 @@ class Summary:
                 else:
                     self.valid_votes += 1
                     self.first_position_wins += vote["verdict"] == vote["first"]
+            longer = longer_of(record.get("candidates"), match)
+            if longer is not None:
+                for vote in votes:
+                    if vote.get("verdict") is not None:
+                        self.length_votes += 1
+                        self.longer_wins += vote["verdict"] == longer
             if match.get("decided_by") in ("majority", "tiebreak"):
                 self.judged_matches += 1
                 self.tiebreaks += match["decided_by"] == "tiebreak"
-                a_first, b_first = _order_majority(votes, match["a"]), _order_majority(votes, match["b"])
-                if a_first is not None and b_first is not None:
+                disagree = orders_disagree(match)
+                if disagree is not None:
                     self.both_orders_decided += 1
-                    self.order_disagreements += a_first != b_first
+                    self.order_disagreements += disagree
 
     def to_json(self) -> dict[str, Any]:
         invalid_total = sum(self.invalid.values())
@@ -80,6 +88,7 @@ class Summary:
             "first_position_win_rate": _rate(self.first_position_wins, self.valid_votes),
             "order_disagreement_rate": _rate(self.order_disagreements, self.both_orders_decided),
             "order_disagreements": self.order_disagreements,
+            "longer_win_rate": _rate(self.longer_wins, self.length_votes),
             "winner_index": {str(k): v for k, v in sorted(self.winners.items())},
         }
 
@@ -103,6 +112,76 @@ class Summary:
 def _matches(record: dict[str, Any]) -> Iterable[dict[str, Any]]:
     for round_matches in (record.get("tournament") or {}).get("rounds", []):
         yield from round_matches
+
+
+def longer_candidate(texts: Any, a: int, b: int | None) -> int | None:
+    """The longer (in characters) of candidates a and b, or None for a bye or equal lengths."""
+    if b is None or not isinstance(texts, list) or max(a, b) >= len(texts) or len(texts[a]) == len(texts[b]):
+        return None
+    return a if len(texts[a]) > len(texts[b]) else b
+
+
+def longer_of(texts: Any, match: dict[str, Any]) -> int | None:
+    return longer_candidate(texts, match["a"], match.get("b"))
+
+
+def orders_disagree(match: dict[str, Any]) -> bool | None:
+    """Whether the votes with a shown first and those with b shown first preferred different
+    candidates; None unless both orders have a majority."""
+    votes = match.get("votes", [])
+    if match.get("b") is None:
+        return None
+    a_first, b_first = _order_majority(votes, match["a"]), _order_majority(votes, match["b"])
+    return None if a_first is None or b_first is None else a_first != b_first
+
+
+# What `bon show --where` (and the browser's toggles) can look for; each counts how often.
+WHERE_KINDS = ("invalid", "tiebreak", "disagree", "error", "truncated", "same_answer")
+
+
+def record_flags(record: dict[str, Any]) -> Counter:
+    """How often each WHERE_KINDS thing happens in one record (kinds absent: zero)."""
+    flags: Counter = Counter()
+    if record.get("error"):
+        flags["error"] += 1
+    for match in _matches(record):
+        decided = match.get("decided_by")
+        flags["tiebreak"] += decided == "tiebreak"
+        flags["same_answer"] += decided == "same_answer"
+        flags["disagree"] += bool(orders_disagree(match))
+        for vote in match.get("votes", []):
+            flags["invalid"] += vote.get("verdict") is None
+            # cut by the token limit, whether or not a verdict was already written
+            flags["truncated"] += vote.get("reason") == "truncated" or vote.get("finish_reason") == "length"
+    return +flags  # drop the zeros
+
+
+def query_text(record: dict[str, Any], field: str = "query") -> str:
+    """The record's query: its query field, or the last turn of its `messages`."""
+    query = record.get(field)
+    if isinstance(query, str):
+        return query
+    messages = record.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        return str(messages[-1].get("content", ""))
+    return ""
+
+
+def where_row(record: dict[str, Any], kinds: Iterable[str]) -> dict[str, Any] | None:
+    """One `--where` result: the record's id, query head, winner and what matched, or None
+    when none of `kinds` occurs in it."""
+    flags = record_flags(record)
+    matched = {kind: flags[kind] for kind in kinds if flags[kind]}
+    if not matched:
+        return None
+    return {"id": record.get("id"), "query": shorten(query_text(record), 60),
+            "best_index": record.get("best_index"), "matched": matched}
+
+
+def where_line(row: dict[str, Any]) -> str:
+    winner = "–" if row["best_index"] is None else f"#{row['best_index']}"
+    matched = ", ".join(f"{kind} {n}" for kind, n in row["matched"].items())
+    return f"{row['id']!s:<14} {row['query']:<60}  winner {winner:<4} {matched}"
 
 
 def _order_majority(votes: list[dict], first: int) -> int | None:
@@ -148,22 +227,72 @@ def render_summary(summary: Summary) -> Table:
     table.add_row("tiebreak rate", _pct(figures["tiebreak_rate"]))
     table.add_row("first-position win rate", _pct(figures["first_position_win_rate"]) + "  (0.5 = no position bias)")
     table.add_row("order disagreement", f"{_pct(figures['order_disagreement_rate'])} of matches decided in both orders")
+    table.add_row("longer-candidate win rate", _pct(figures["longer_win_rate"]) + "  (0.5 = no length bias)")
     winners = "  ".join(f"#{k}: {v}" for k, v in figures["winner_index"].items()) or "–"
     table.add_row("winner index", winners)
     return table
 
 
-def _shorten(text: str, width: int = 72) -> str:
+def shorten(text: str, width: int = 72) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _reasoning(text: str, full: bool) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if full or len(lines) <= 2:
-        return "\n".join(lines) if lines else "(empty)"
-    hidden = len(lines) - 2
-    return f"{lines[0]}\n  … {hidden} more line{'s' if hidden > 1 else ''} …\n{lines[-1]}"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+HEAD_LINES = 3  # lines of thinking shown per vote by default
+HEAD_WIDTH = 240  # characters per shown line (a thought's "line" is often a paragraph)
+
+
+def split_reasoning(text: str) -> tuple[list[str], str | None]:
+    """A judge completion as (thinking lines, conclusion after `</think>` or None).
+
+    Text before the last `</think>` is thinking even without an opening tag: the RRM's chat
+    template opens the thought, so its completion starts inside it. Bare tag lines and blank
+    lines are not thinking a reader needs.
+    """
+    thinking, conclusion = text.rsplit(THINK_CLOSE, 1) if THINK_CLOSE in text else (text, None)
+    thinking = thinking.strip().removeprefix(THINK_OPEN)
+    lines = [line.strip() for line in thinking.splitlines()]
+    return [line for line in lines if line and line not in (THINK_OPEN, THINK_CLOSE)], conclusion
+
+
+def reasoning_view(text: str, full: bool = False) -> Text:
+    """A vote's reasoning: the first lines of the thinking, how much is hidden, and the whole
+    conclusion (the judge's stated reason and verdict). `full`: the completion as written."""
+    if full:
+        return Text(text.strip() or "(empty)", style="dim")
+    lines, conclusion = split_reasoning(text)
+    shown = [shorten(line, HEAD_WIDTH) for line in lines[:HEAD_LINES]]
+    hidden = lines[HEAD_LINES:]
+    if conclusion is None and len(hidden) > 1:
+        shown_last, hidden = hidden[-1], hidden[:-1]  # no conclusion: the last line is where a verdict would be
+    else:
+        shown_last = None
+    view = Text("\n".join(shown) or "(no thinking)", style="dim")
+    if hidden:
+        words = sum(len(line.split()) for line in hidden)
+        view.append(f"\n… {len(hidden)} more line{'s' if len(hidden) > 1 else ''} of thinking ({words:,} words) …",
+                    style="dim italic")
+    if shown_last is not None:
+        view.append("\n" + shorten(shown_last, HEAD_WIDTH), style="dim")
+    if conclusion is None:
+        view.append("\n(no </think>: the thought never ended)", style="italic")
+    else:
+        view.append("\nconclusion: ", style="bold")
+        view.append(conclusion.strip() or "(nothing after </think>)")
+    return view
+
+
+def answer_groups_view(tournament: dict[str, Any]) -> Text | None:
+    """Answer-aware tournaments: the teams of candidates that share a final answer."""
+    groups = tournament.get("answer_groups") or []
+    if not groups:
+        return None
+    view = Text("teams (same final answer): ", style="bold")
+    for n, group in enumerate(groups):
+        view.append(("  ·  " if n else "") + f"{shorten(str(group.get('answer')), 30)!r}: ")
+        view.append(" ".join(f"#{m}" for m in group.get("members", [])), style="cyan")
+    return view
 
 
 def render_record(record: dict[str, Any], full: bool = False, vote: int | None = None):
@@ -173,9 +302,9 @@ def render_record(record: dict[str, Any], full: bool = False, vote: int | None =
     """
     candidates = record.get("candidates") or []
     best = record.get("best_index")
-    query = record.get("query") or (record.get("messages") or [{}])[-1].get("content", "")
+    query = query_text(record)
     parts: list[Any] = [Text.assemble(("record ", "bold"), (str(record.get("id")), "bold cyan"))]
-    parts.append(Text.assemble(("query: ", "bold"), _shorten(query, 300) if not full else query))
+    parts.append(Text.assemble(("query: ", "bold"), shorten(query, 300) if not full else query))
     if record.get("error"):
         parts.append(Text.assemble(("error: ", "bold red"), str(record["error"])))
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -185,10 +314,21 @@ def render_record(record: dict[str, Any], full: bool = False, vote: int | None =
     for i, text in enumerate(candidates):
         style = "bold green" if i == best else ""
         marker = " ★ best" if i == best else ""
-        table.add_row(str(i), str(len(text)), Text(_shorten(text) + marker, style=style))
+        table.add_row(str(i), str(len(text)), Text(shorten(text) + marker, style=style))
     parts.append(table)
 
     tournament = record.get("tournament") or {}
+    teams = answer_groups_view(tournament)
+    if teams is not None:
+        parts.append(teams)
+    # A server that reports usage per request for n choices leaves each vote's count
+    # unknown; say so once instead of a "?" on every vote.
+    votes = [v for m in _matches(record) for v in m.get("votes", [])]
+    judge_tokens = (record.get("usage") or {}).get("judge_completion_tokens")
+    per_request = bool(judge_tokens) and any(v.get("completion_tokens") is None for v in votes)
+    if per_request:
+        parts.append(Text(f"tokens per vote unknown: the server reported usage per request (n choices together); "
+                          f"{judge_tokens:,} judge completion tokens in all", style="italic"))
     tree = Tree(Text(f"{tournament.get('strategy', 'tournament')} (seed {tournament.get('seed')})", style="bold"))
     number = 0
     for r, round_matches in enumerate(tournament.get("rounds", []), start=1):
@@ -197,6 +337,9 @@ def render_record(record: dict[str, Any], full: bool = False, vote: int | None =
             a, b, winner = match["a"], match.get("b"), match["winner"]
             if b is None:
                 branch.add(f"#{a} bye → #{winner}")
+                continue
+            if match.get("decided_by") == "same_answer":
+                branch.add(Text.assemble(f"#{a} vs #{b}  ", ("same answer: both advance", "cyan")))
                 continue
             tally = match.get("tally", {})
             label = Text.assemble(
@@ -214,10 +357,11 @@ def render_record(record: dict[str, Any], full: bool = False, vote: int | None =
                 verdict = (f"→ #{v['verdict']}" if v.get("verdict") is not None
                            else f"invalid: {v.get('reason')}")
                 tokens = v.get("completion_tokens")
+                count = "" if tokens is None and per_request else f"{'?' if tokens is None else tokens} tokens, "
                 head = Text(f"vote {number}: #{v['first']} shown first, #{second} second  {verdict}"
-                            f"  ({'?' if tokens is None else tokens} tokens, {v.get('finish_reason')})",
+                            f"  ({count}{v.get('finish_reason')})",
                             style="red" if v.get("verdict") is None else "")
-                node.add(Group(head, Text(_reasoning(v.get("reasoning", ""), full or vote is not None), style="dim")))
+                node.add(Group(head, reasoning_view(v.get("reasoning", ""), full or vote is not None)))
     parts.append(tree)
     return Group(*parts)
 

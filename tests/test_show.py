@@ -33,6 +33,8 @@ EXPECTED = {
     "first_position_win_rate": 0.6667,  # 4 of 6 valid votes chose the one shown first
     "order_disagreement_rate": 0.3333,  # r1's final: 1-first says 1, 2-first says 2
     "order_disagreements": 1,
+    # r1: 0 vs 1 two votes for the longer #1; 1 vs 2 one each; record 7: two for the shorter #0
+    "longer_win_rate": 0.5,
     "winner_index": {"0": 1, "2": 1},
 }
 
@@ -72,8 +74,9 @@ def test_record_view_draws_the_bracket_with_votes():
     assert "#2 bye → #2" in text
     assert "#1 vs #2 → #2  1–1  tiebreak" in text
     assert "vote 3: #0 shown first, #1 second  invalid: truncated  (10 tokens, length)" in text
-    # Reasoning is shortened to its first and last lines by default.
-    assert "<think>step one" in text and "… 2 more lines …" in text and "step two" not in text
+    # The thinking's first lines without the tag, then the conclusion after </think>.
+    assert "<think>" not in text and "step one" in text and "step three" in text
+    assert "conclusion: \\boxed{Assistant 1}" in text
 
 
 def test_full_and_single_vote():
@@ -167,3 +170,124 @@ def test_show_reads_elo_and_early_stop_output(tmp_path, scripted):
     assert summary["judged_matches"] == 3 and summary["judge_samples"] == 6  # 3 pairs x 2 (early stop)
     view = runner.invoke(app, ["show", str(out), "--id", "e", "--no-pager"]).stdout
     assert "elo (seed 0)" in view and "bbb ★ best" in view
+
+
+# ------------------------------------------------------------- the reasoning in view
+
+THOUGHT = [f"thought line {i}" for i in range(1, 9)]
+
+
+def vote(first, verdict, reasoning, tokens=12, finish="stop", reason=None):
+    out = {"first": first, "verdict": verdict, "reasoning": reasoning, "finish_reason": finish,
+           "completion_tokens": tokens}
+    return out | ({"reason": reason} if reason else {})
+
+
+def one_match_record(votes, candidates=("short", "a longer one"), decided_by="majority", usage=None, **extra):
+    tally = {"a": sum(v["verdict"] == 0 for v in votes), "b": sum(v["verdict"] == 1 for v in votes),
+             "invalid": sum(v["verdict"] is None for v in votes)}
+    match = {"a": 0, "b": 1, "winner": 1, "tally": tally, "decided_by": decided_by, "votes": votes}
+    return {"id": "m", "query": "Pick one", "candidates": list(candidates), "best": candidates[1], "best_index": 1,
+            "tournament": {"strategy": "knockout", "seed": 0, "rounds": [[match]], **extra},
+            "usage": {"judge_completion_tokens": 24} if usage is None else usage}
+
+
+def rendered(record, **kwargs) -> str:
+    console = Console(width=200, record=True, force_terminal=False)
+    console.print(render_record(record, **kwargs))
+    return console.export_text()
+
+
+def test_vote_shows_first_thinking_lines_hidden_count_and_whole_conclusion():
+    tagged = "<think>\n" + "\n\n".join(THOUGHT) + "\n</think>\n\nAssistant 2 answers the question.\n\\boxed{Assistant 2}"
+    rrm = "\n".join(THOUGHT) + "\n</think>\n\nBoth are fine but 2 is exact.\n\\boxed{Assistant 1}"  # template opened <think>
+    text = rendered(one_match_record([vote(0, 1, tagged), vote(1, 1, rrm)]))
+    assert "<think>" not in text and "</think>" not in text
+    assert text.count("thought line 3") == 2 and "thought line 4" not in text
+    assert text.count("… 5 more lines of thinking (15 words) …") == 2
+    assert "conclusion: Assistant 2 answers the question." in text and "\\boxed{Assistant 2}" in text
+    assert "conclusion: Both are fine but 2 is exact." in text
+
+
+def test_unfinished_thought_shows_its_last_line_and_says_so():
+    cut = "\n".join(THOUGHT) + "\nand then the limit"
+    text = rendered(one_match_record([vote(0, None, cut, finish="length", reason="truncated"), vote(1, 1, "ok</think>B")]))
+    assert "… 5 more lines of thinking" in text and "and then the limit" in text
+    assert "(no </think>: the thought never ended)" in text
+
+
+def test_full_and_single_vote_show_the_completion_as_written():
+    tagged = "<think>\n" + "\n".join(THOUGHT) + "\n</think>\nverdict"
+    record = one_match_record([vote(0, 1, tagged), vote(1, 1, "other</think>B")])
+    full = rendered(record, full=True)
+    assert "<think>" in full and "thought line 8" in full
+    single = rendered(record, vote=1)
+    assert "thought line 8" in single and "vote 2" not in single
+
+
+def test_tokens_unknown_per_vote_said_once_when_the_server_counted_per_request():
+    votes = [vote(0, 1, "a</think>B", tokens=None), vote(1, 1, "b</think>B", tokens=None)]
+    text = rendered(one_match_record(votes, usage={"judge_completion_tokens": 321}))
+    assert text.count("tokens per vote unknown") == 1 and "321 judge completion tokens" in text
+    assert "?" not in text and "(stop)" in text
+    unknown = rendered(one_match_record(votes, usage={}))  # nothing counted anywhere: truly unknown
+    assert "tokens per vote unknown" not in unknown and "(? tokens, stop)" in unknown
+
+
+def test_answer_groups_and_same_answer_matches_are_drawn():
+    record = one_match_record([], decided_by="same_answer",
+                              answer_groups=[{"answer": "42", "members": [0, 1]}, {"answer": "7", "members": [2]}])
+    text = rendered(record)
+    assert "teams (same final answer): '42': #0 #1  ·  '7': #2" in text
+    assert "#0 vs #1  same answer: both advance" in text
+
+
+# ------------------------------------------------------------- --where
+
+def test_where_lists_matching_records_with_counts():
+    result = runner.invoke(app, ["show", str(FIXTURE), "--where", "tiebreak", "--where", "invalid", "--where", "error"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["r1", "7", "bad"]
+    assert lines[0].endswith("winner #2   tiebreak 1, invalid 1")
+    assert lines[1].endswith("winner #0   invalid 2") and lines[2].endswith("winner –    error 1")
+
+
+def test_where_json_lines_and_each_kind():
+    def where(kind, path=FIXTURE):
+        result = runner.invoke(app, ["show", str(path), "--where", kind, "--json"])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    assert where("disagree") == [{"id": "r1", "query": "Which is better?", "best_index": 2, "matched": {"disagree": 1}}]
+    assert [(r["id"], r["matched"]) for r in where("truncated")] == [("r1", {"truncated": 1})]
+    assert where("same_answer") == []
+    assert runner.invoke(app, ["show", str(FIXTURE), "--where", "nonsense"]).exit_code == 2
+
+
+def test_where_same_answer(tmp_path):
+    path = tmp_path / "groups.jsonl"
+    path.write_text(json.dumps(one_match_record([], decided_by="same_answer")) + "\n")
+    result = runner.invoke(app, ["show", str(path), "--where", "same_answer", "--json"])
+    assert json.loads(result.stdout)["matched"] == {"same_answer": 1}
+
+
+# ------------------------------------------------------------- length bias
+
+def test_longer_win_rate_counts_valid_votes_between_unequal_lengths():
+    votes = [vote(0, 1, "x"), vote(1, 1, "x"), vote(0, 0, "x"), vote(1, None, "x", reason="no_verdict")]
+    summary = Summary()
+    summary.add(one_match_record(votes))  # 2 of 3 valid votes for the longer #1
+    summary.add(one_match_record(votes, candidates=("same", "size")))  # equal lengths: not counted
+    assert summary.to_json()["longer_win_rate"] == 0.6667
+
+
+def test_eval_report_has_longer_win_rate():
+    from bon.evaluate import EvalReport, Pair
+    from bon.tournament.voting import Vote
+
+    report = EvalReport(votes=2)
+    pair = Pair(1, 0, "q", "the longer chosen answer", "short", None)
+    report.add(pair, [Vote(0, 1, 0, "", "stop", 1), Vote(1, 0, 1, "", "stop", 1)])  # one for each
+    report.add(pair, [Vote(0, 1, 0, "", "stop", 1), Vote(1, 0, None, "", "stop", 1)])  # one valid, longer
+    assert report.to_json()["longer_win_rate"] == 0.6667
