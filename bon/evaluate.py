@@ -12,11 +12,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from bon.answers import Checker, final_answer, majority_answer  # noqa: F401  (bon score's answer checks live there)
 from bon.records import InputError, decode_lines
 from bon.show import longer_candidate
 from bon.tournament.voting import Vote, split_votes
 from bon.tournament.seeds import derive_seed
-from bon.verdict import last_boxed
 
 Z95 = 1.96
 
@@ -144,56 +144,6 @@ class EvalReport:
 
 
 # ---------------------------------------------------------------- best-of-N accuracy
-
-def final_answer(text: str) -> str:
-    """The last \\boxed{...} content if there is one, else the whole text; spaces collapsed."""
-    boxed = last_boxed(text)
-    return " ".join((text if boxed is None else boxed).split())
-
-
-class Checker:
-    """Decides whether a response's answer matches a reference (`exact` or `math`)."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        if kind == "math":
-            try:
-                from math_verify import parse, verify
-            except ImportError:
-                raise ImportError('--check math needs math-verify: pip install "bon[math]"') from None
-            self._parse, self._verify = parse, verify
-
-    def _parsed(self, text: str, gold: bool = False):
-        if gold and "$" not in text and "\\boxed" not in text:
-            text = f"${text}$"
-        return self._parse(text)
-
-    def correct(self, response: str, reference: str) -> bool:
-        if self.kind == "exact":
-            return final_answer(response) == " ".join(reference.split())
-        return bool(self._verify(self._parsed(reference, gold=True), self._parsed(response)))
-
-    def same_answer(self, x: str, y: str) -> bool:
-        if self.kind == "exact":
-            return final_answer(x) == final_answer(y)
-        px, py = self._parsed(x), self._parsed(y)
-        return bool(px) and bool(py) and bool(self._verify(px, py))
-
-
-def majority_answer(candidates: list[str], checker: Checker) -> int | None:
-    """Index of a candidate from the largest group of equivalent final answers (ties: earliest)."""
-    groups: list[list[int]] = []
-    for i, text in enumerate(candidates):
-        for group in groups:
-            if checker.same_answer(candidates[group[0]], text):
-                group.append(i)
-                break
-        else:
-            groups.append([i])
-    if not groups:
-        return None
-    return max(groups, key=lambda g: (len(g), -g[0]))[0]
-
 
 @dataclass
 class ScoreReport:

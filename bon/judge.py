@@ -39,9 +39,11 @@ class Usage:
         return asdict(self)
 
 
-def to_vote(first: int, second: int, completion: Completion, usage: Usage, truncated_input: bool = False) -> Vote:
-    """A judge completion as a vote for a candidate index (or an invalid vote with its reason)."""
-    verdict = parse_verdict(completion.text, completion.finish_reason)
+def to_vote(first: int, second: int, completion: Completion, usage: Usage, truncated_input: bool = False,
+            thinking: bool = False) -> Vote:
+    """A judge completion as a vote for a candidate index (or an invalid vote with its reason);
+    `thinking`: the judge's template says it thinks, so its verdict counts only after `</think>`."""
+    verdict = parse_verdict(completion.text, completion.finish_reason, thinking)
     chosen = None if verdict.position is None else (first, second)[verdict.position - 1]
     usage.invalid_votes += chosen is None
     return Vote(first, second, chosen, completion.text, completion.finish_reason,
@@ -181,7 +183,8 @@ class Judge:
             usage.judge_completion_tokens += generation.completion_tokens
             if self.on_generation:
                 self.on_generation(len(generation.completions), generation.completion_tokens)
-            return [to_vote(first, second, completion, usage, shortened) for completion in generation.completions]
+            return [to_vote(first, second, completion, usage, shortened, self.template.thinking)
+                    for completion in generation.completions]
 
         return ask
 
@@ -248,7 +251,7 @@ async def compare(judge: Judge, question: str, answers: list[str], on_vote=None,
                 usage.judge_requests += 1
                 usage.judge_samples += 1
                 usage.judge_completion_tokens += completion.completion_tokens or 0
-                votes.append(to_vote(first, second, completion, usage, shortened))
+                votes.append(to_vote(first, second, completion, usage, shortened, judge.template.thinking))
             return votes
 
     match = await decide_match(0, 1, ask, judge.tournament, derive_seed(judge.tournament.seed, "compare"))

@@ -1,6 +1,8 @@
 """Prompt templates: load them from `prompts/`, fill them with user text verbatim.
 
-A template file is TOML with a `system` and a `user` string. Placeholders are `{name}`
+A template file is TOML with a `system` and a `user` string, and for a judge optionally
+`thinking = true`: the judge reasons inside `<think>…</think>` before its verdict, so a
+completion that never closes the thought is no vote (bon/verdict.py). Placeholders are `{name}`
 for the names a role defines; they are replaced in a single pass, so braces, `%`,
 backslashes or placeholder-like text inside user data reach the model unchanged (never
 `str.format` on a string that holds user text).
@@ -35,6 +37,7 @@ class Template:
     system: str
     user: str
     source: str
+    thinking: bool = False  # the judge thinks first; its verdict counts only after `</think>`
 
     def render(self, **values: str) -> list[dict[str, str]]:
         """Chat messages with every `{name}` replaced by values[name], verbatim."""
@@ -61,10 +64,13 @@ def load_template(path: str | Path, fields: tuple[str, ...]) -> Template:
     system, user = data.get("system", ""), data.get("user")
     if not isinstance(user, str) or not isinstance(system, str):
         raise TemplateError(f"template {path} needs a string `user` (and optional string `system`)")
+    thinking = data.get("thinking", False)
+    if not isinstance(thinking, bool):
+        raise TemplateError(f"template {path}: `thinking` must be true or false")
     missing = [name for name in fields if "{" + name + "}" not in system + user]
     if missing:
         raise TemplateError(f"template {path} lacks placeholder(s): {', '.join('{' + m + '}' for m in missing)}")
-    return Template(system=system, user=user, source=str(path))
+    return Template(system=system, user=user, source=str(path), thinking=thinking)
 
 
 def judge_template(path: str | Path | None = None) -> Template:

@@ -1,20 +1,27 @@
 """Judge completion text -> a vote for Assistant 1 or 2, or an invalid vote with a reason.
 
-The published RRM rule, made strict (rrm-format.md): a completion cut by the token limit
-is no vote; only the text after the last `</think>` counts; an unclosed `<think>` is no
-vote; the last brace-matched `\\boxed{...}` must hold exactly `Assistant 1` or
-`Assistant 2`.
+Read exactly as the RRM's published evaluation reads it (rrm-format.md, "Verdict parsing";
+microsoft/LMOps RRM-evaluation, scripts/run_generative.py):
+1. A thinking judge (the template says `thinking = true`) must end its thought: a
+   completion without `</think>` is no vote. The chat template opened the thought, so
+   the completion holds `</think>` but no `<think>`.
+2. Only the text after the last `</think>` counts.
+3. The last `\\boxed` in that text decides: it must be `\\boxed{` with matching braces;
+   an unclosed or malformed last box is no vote (never a fall back to an earlier box).
+   Its content, spaces stripped, must be `Assistant 1` or `Assistant 2`.
+4. The finish reason is not consulted for a complete verdict: a completion cut by the
+   token limit after its final box still counts. Without one it is `truncated`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-TRUNCATED = "truncated"
-NO_VERDICT = "no_verdict"
-BAD_VERDICT = "bad_verdict"
+from bon.answers import BOXED, last_boxed
 
-_BOXED = "\\boxed{"
+TRUNCATED = "truncated"  # cut by the token limit before a complete verdict
+NO_VERDICT = "no_verdict"  # finished without one: no `</think>` (thinking judge) or no `\boxed`
+BAD_VERDICT = "bad_verdict"  # the last `\boxed` is unclosed, malformed or holds something else
 
 
 @dataclass(frozen=True)
@@ -25,36 +32,18 @@ class Verdict:
     reason: str | None = None
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` whose braces close, or None."""
-    start = text.rfind(_BOXED)
-    while start != -1:
-        depth = 1
-        i = start + len(_BOXED)
-        while i < len(text):
-            ch = text[i]
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start + len(_BOXED) : i]
-            i += 1
-        # Unclosed: an earlier \boxed{ may still be complete.
-        start = text.rfind(_BOXED, 0, start)
-    return None
-
-
-def parse_verdict(text: str, finish_reason: str | None) -> Verdict:
-    if finish_reason == "length":
-        return Verdict(None, TRUNCATED)
+def parse_verdict(text: str, finish_reason: str | None, thinking: bool = False) -> Verdict:
+    """The vote in a judge completion; `thinking`: the judge must close its thought first."""
+    cut = finish_reason == "length"
     if "</think>" in text:
         text = text[text.rfind("</think>") + len("</think>") :]
-    elif "<think>" in text:
-        return Verdict(None, NO_VERDICT)  # thinking never ended: no answer was given
+    elif thinking or "<think>" in text:
+        return Verdict(None, TRUNCATED if cut else NO_VERDICT)  # the thought never ended
+    if BOXED not in text:
+        return Verdict(None, TRUNCATED if cut else NO_VERDICT)
     content = last_boxed(text)
-    if content is None:
-        return Verdict(None, NO_VERDICT)
+    if content is None:  # the last box never closed, or is not `\boxed{`
+        return Verdict(None, TRUNCATED if cut else BAD_VERDICT)
     content = content.strip()
     if content == "Assistant 1":
         return Verdict(1)
