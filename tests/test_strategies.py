@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from bon.cli import app
 from bon.config import TournamentConfig
 from bon.tournament import Vote, bradley_terry, decide_match, round_robin
-from bon.tournament.elo import choose_pairs
+from bon.tournament.elo import choose_pairs, ranking
 from conftest import read_jsonl, write_jsonl
 from test_tournament import perfect_judge
 
@@ -47,6 +47,36 @@ def test_ratings_do_not_depend_on_the_order_results_arrive_in():
         scores = bradley_terry(4, dict(wins))
         reference = reference or scores
         assert scores == pytest.approx(reference, abs=1e-9)
+
+
+BEATS = {"rock": "scissors", "paper": "rock", "scissors": "paper"}
+
+
+def rock_paper_scissors_judge(hands):
+    """A cyclic judge: paper beats rock beats scissors beats paper; equal hands: the lower index."""
+
+    async def ask(first, second, k, seed):
+        x, y = hands[first], hands[second]
+        better = first if BEATS[x] == y else second if BEATS[y] == x else min(first, second)
+        return [Vote(first, second, better, "", "stop", 1) for _ in range(k)]
+
+    return ask
+
+
+@pytest.mark.parametrize("n", range(3, 13))
+def test_equal_records_rank_by_index_not_by_float_noise(n):
+    # Each hand's members end with the same wins against the same games: equal records.
+    # Their Bradley–Terry floats used to differ in the last bits, and the ranking (even the
+    # winner, e.g. n=12 with seed 13) followed the noise.
+    hands = [("rock", "paper", "scissors")[i % 3] for i in range(n)]
+    for seed in range(30):
+        result, scores = asyncio.run(round_robin([f"c{i}" for i in range(n)], rock_paper_scissors_judge(hands),
+                                                 TournamentConfig(votes=1, seed=seed), "r"))
+        wins = [sum(m.winner == k for m in result.rounds[0]) for k in range(n)]
+        assert ranking(scores) == sorted(range(n), key=lambda k: (-wins[k], k))
+        assert result.winner == ranking(scores)[0]
+        for k in range(n):  # equal records, equal scores
+            assert all(scores[k] == scores[j] for j in range(n) if wins[j] == wins[k])
 
 
 def test_max_pairs_are_balanced_across_candidates():

@@ -6,6 +6,13 @@ depends only on the win counts. A weak prior — every candidate drew one virtua
 (a win and a loss) against a fixed reference of strength 1 — keeps ratings finite when one
 candidate wins everything. Ratings are reported on an Elo-like scale:
 1500 + 400·log10(strength), so 400 points mean 10:1 odds.
+
+Candidates with exactly equal records (the same wins, the same games against every other
+candidate) have equal strength in the fit, but the iteration reaches it through sums in
+different orders, so their floats differ in the last bits; those are set equal, so the
+ranking's promise (equal scores: the lower index first) holds instead of float noise.
+
+With answer groups (`teams`), team-mates are not judged: their pair counts as a draw.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections import defaultdict
 import random
 from typing import Any, Callable
 
 from bon.config import TournamentConfig
 from bon.tournament.knockout import Tournament
 from bon.tournament.seeds import derive_seed
-from bon.tournament.voting import IDENTICAL, Ask, Match, decide_match
+from bon.tournament.voting import IDENTICAL, SAME_ANSWER, Ask, Match, decide_match
 
 PRIOR_GAMES = 1.0  # virtual wins and losses against the reference, per candidate
 
@@ -48,7 +56,33 @@ def bradley_terry(n: int, wins: dict[tuple[int, int], float], iterations: int = 
         strength = updated
         if change < 1e-12:
             break
-    return [1500 + 400 * math.log10(s) for s in strength]
+    ratings = [1500 + 400 * math.log10(s) for s in strength]
+    for same in equal_records(n, wins):
+        shared = math.fsum(ratings[k] for k in same) / len(same)
+        for k in same:
+            ratings[k] = shared
+    return ratings
+
+
+def equal_records(n: int, wins: dict[tuple[int, int], float]) -> list[list[int]]:
+    """Classes of candidates whose records are exactly equal: as many wins, and as many
+    games against each other candidate. (Swapping two of them leaves the likelihood
+    unchanged, so the maximum gives them one strength.) Counts are halves: exact floats."""
+    games: dict[tuple[int, int], float] = defaultdict(float)
+    won = [0.0] * n
+    for (i, j), w in wins.items():
+        games[(i, j)] += w
+        games[(j, i)] += w
+        won[i] += w
+    classes: list[list[int]] = []
+    for k in range(n):
+        same = next((c for c in classes if won[c[0]] == won[k]
+                     and all(games[(c[0], j)] == games[(k, j)] for j in range(n) if j not in (c[0], k))), None)
+        if same is None:
+            classes.append([k])
+        else:
+            same.append(k)
+    return classes
 
 
 def choose_pairs(n: int, max_pairs: int | None, rng: random.Random) -> list[tuple[int, int]]:
@@ -89,16 +123,21 @@ def choose_pairs(n: int, max_pairs: int | None, rng: random.Random) -> list[tupl
 
 async def round_robin(
     candidates: list[str], ask: Ask, config: TournamentConfig, record_id: str | int,
-    max_pairs: int | None = None, on_match: Callable[[Match], None] | None = None,
+    max_pairs: int | None = None, on_match: Callable[[Match], None] | None = None, teams: list[int] | None = None,
 ) -> tuple[Tournament, list[float]]:
-    """Play the pairs; returns the trace (one round holding every match) and the ratings."""
+    """Play the pairs; returns the trace (one round holding every match) and the ratings.
+
+    `teams` (optional): each candidate's answer group; team-mates draw without a judge call.
+    """
     record_seed = derive_seed(config.seed, record_id, "elo")
     rng = random.Random(record_seed)
     pairs = choose_pairs(len(candidates), max_pairs, rng)
 
     async def play(slot: int, i: int, j: int) -> Match:
         a, b = (i, j) if rng_order[slot] else (j, i)
-        if candidates[a] == candidates[b]:
+        if teams is not None and teams[a] == teams[b]:
+            match = Match(a, b, min(a, b), SAME_ANSWER)
+        elif candidates[a] == candidates[b]:
             match = Match(a, b, min(a, b), IDENTICAL)
         else:
             match = await decide_match(a, b, ask, config, derive_seed(record_seed, i, j), extra_to_a_first=slot % 2 == 0)
@@ -111,7 +150,7 @@ async def round_robin(
     wins: dict[tuple[int, int], float] = {}
     for m in matches:
         assert m.b is not None
-        if m.decided_by == IDENTICAL:
+        if m.decided_by in (IDENTICAL, SAME_ANSWER):  # a draw
             wins[(m.a, m.b)] = wins.get((m.a, m.b), 0.0) + 0.5
             wins[(m.b, m.a)] = wins.get((m.b, m.a), 0.0) + 0.5
         else:

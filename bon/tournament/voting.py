@@ -20,6 +20,7 @@ from bon.config import TournamentConfig
 from bon.tournament.seeds import derive_seed
 
 MAJORITY, TIEBREAK, BYE, IDENTICAL = "majority", "tiebreak", "bye", "identical"
+SAME_ANSWER = "same_answer"  # team-mates (one final answer) meet: no judge call
 
 
 @dataclass
