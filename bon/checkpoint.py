@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import threading
 import time
 from dataclasses import asdict
 from importlib import metadata
@@ -241,20 +243,91 @@ def safe_url(url: str | None) -> str | None:
     return url
 
 
+# The manifest's words for a run's state. A manifest left saying "running" by a process that
+# is gone (SIGKILL, OOM, a lost node) is read as interrupted: see `bon status`.
+STATES = ("running", "complete", "interrupted", "failed")
+
+
 class Manifest:
-    """OUTPUT.manifest.json, rewritten whole (atomically) at the start and the end of a run."""
+    """OUTPUT.manifest.json, rewritten whole (atomically) at the start, at every progress tick
+    (`update`, from RunProgress's timer thread) and at the end of a run.
 
-    def __init__(self, path: Path, content: dict[str, Any]):
+    Besides the run's settings it records where the run lives — host, pid, working directory,
+    and the Slurm job when there is one — so `bon status` can tell a running job from a dead
+    one and print a resume command that works from any directory.
+    """
+
+    def __init__(self, path: Path, content: dict[str, Any], update_every: float = 60.0):
         self.path = path
+        self._lock = threading.Lock()
         self.content = {"bon_version": __version__, "libraries": library_versions(),
-                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None, "status": "running"} | content
+                        "started": _now(), "ended": None, "status": "running", "updated": _now(),
+                        "update_every": update_every, "host": socket.gethostname(), "pid": os.getpid(),
+                        "cwd": os.getcwd(), "slurm_job": _slurm_job()} | content
         self.write()
 
-    def finish(self, status: str, counts: dict[str, Any]) -> None:
-        self.content |= {"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": status, "counts": counts}
-        self.write()
+    def update(self, progress: dict[str, Any]) -> None:
+        """The latest progress counters (RunProgress.counters()), with the time they were taken."""
+        with self._lock:
+            if self.content["status"] != "running":
+                return  # a late tick must not overwrite the final state
+            self.content |= {"progress": progress, "updated": _now()}
+            self._write()
+
+    def finish(self, status: str, counts: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
+        assert status in STATES, status
+        with self._lock:
+            self.content |= {"ended": _now(), "updated": _now(), "status": status, "counts": counts}
+            if progress is not None:
+                self.content["progress"] = progress
+            self._write()
 
     def write(self) -> None:
+        with self._lock:
+            self._write()
+
+    def _write(self) -> None:
         partial = self.path.with_name(self.path.name + ".tmp")
         partial.write_text(json.dumps(self.content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(partial, self.path)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _slurm_job() -> str | None:
+    """This task's Slurm job as squeue shows it (123_4 for array task 4), or None outside Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def resume_command(manifest: dict[str, Any]) -> str:
+    """The command that continues the run a manifest describes: its own command line with
+    --resume, a `--shard auto` pinned to the shard it resolved to (so it also works outside
+    the scheduler), run from the directory it was started in."""
+    import shlex
+
+    args, skip = [], False
+    for arg in manifest.get("command") or []:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--resume", "--overwrite"):
+            continue
+        if arg.startswith("--shards"):
+            skip = arg == "--shards"
+            continue
+        args.append(arg)
+    shard = manifest.get("shard")
+    if shard and shard != "auto":
+        for i, arg in enumerate(args):
+            if arg == "--shard" and i + 1 < len(args):
+                args[i + 1] = shard
+            elif arg.startswith("--shard="):
+                args[i] = f"--shard={shard}"
+    command = "bon " + " ".join(shlex.quote(a) for a in args) + " --resume"
+    cwd = manifest.get("cwd")
+    return f"cd {shlex.quote(cwd)} && {command}" if cwd and cwd != os.getcwd() else command

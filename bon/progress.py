@@ -1,55 +1,191 @@
-"""Progress on stderr: a Rich bar when stderr is a terminal, nothing when piped or --quiet."""
+"""A run's progress on stderr, and the same counters for the manifest.
+
+On a terminal: a Rich bar with the counters and an ETA. Anywhere else (a batch job's log
+file, a pipe): one status line every `log_every` seconds, so a job's log says how far it
+is and whether it is still making progress; 0 turns the lines off. `--quiet` shows neither.
+
+The pipeline reports work through the hook methods; they only add to counters and are cheap
+enough to call per generation. A timer thread (not the event loop: a stalled or blocked loop
+is exactly what the log must still report) turns the counters into the line and hands them
+to `on_tick` — the manifest's `update` — at the same cadence.
+
+Hooks, for whoever drives a run:
+- `set_total(n)`: records this run will write (a file's are counted up front; unknown for stdin).
+- `on_policy(samples, tokens)`: a policy generation finished (candidates, completion tokens).
+- `on_generation(samples, tokens, invalid=0)`: a judge generation finished: judge samples,
+  their completion tokens, and how many of them gave no valid vote.
+- `on_match(match)`: a match was decided.
+- `on_record(record=None)`: a record was written.
+- `endpoints`: a callable returning (healthy, total) server endpoints, or None when there are none.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from typing import Any, Callable, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+DEFAULT_LOG_EVERY = 60.0  # seconds between status lines when stderr is not a terminal
+
+Endpoints = Callable[[], "tuple[int, int] | None"]
+
+
+def duration(seconds: float | None) -> str:
+    """3h05m, 4m10s, 12s: short enough for a status line."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def status_line(c: dict[str, Any]) -> str:
+    """The status line for `RunProgress.counters()` (also `bon status`'s)."""
+    total = c["records_total"]
+    done = f"{c['records_done']:,}/{total:,} records" if total is not None else f"{c['records_done']:,} records"
+    if total:
+        done += f" ({c['records_done'] / total:.0%})"
+    parts = [done, f"{c['records_per_s']:.2f} rec/s", f"ETA {duration(c['eta_s'])}",
+             f"judge samples {c['judge_samples']:,}"]
+    if c["judge_samples"]:
+        parts.append(f"invalid {c['invalid_votes'] / c['judge_samples']:.1%}")
+    parts.append(f"{c['tokens_per_s']:,.0f} tok/s")
+    if c["endpoints"]:
+        parts.append(f"endpoints {c['endpoints']['healthy']}/{c['endpoints']['total']} healthy")
+    parts.append(f"elapsed {duration(c['elapsed_s'])}")
+    return "bon: " + " · ".join(parts)
+
 
 class RunProgress:
-    def __init__(self, enabled: bool, total: int | None):
-        self.console = Console(stderr=True)
-        self.enabled = enabled and sys.stderr.isatty()
-        self.samples = 0
-        self.matches = 0
+    def __init__(self, enabled: bool = True, total: int | None = None, log_every: float = DEFAULT_LOG_EVERY,
+                 endpoints: Endpoints | None = None, on_tick: Callable[[dict[str, Any]], None] | None = None,
+                 stream: TextIO | None = None):
+        """`enabled`: show anything on stderr at all (False for --quiet). `on_tick` gets
+        `counters()` every `log_every` seconds (60 when the lines are off) even when nothing
+        is shown, so the manifest follows a quiet run or one on a terminal too."""
+        self.stream = stream or sys.stderr
+        terminal = self.stream.isatty()
+        self.total = total
+        self.endpoints = endpoints
+        self.on_tick = on_tick
+        self.lines = enabled and not terminal and log_every > 0
+        self.interval = log_every or DEFAULT_LOG_EVERY
+        self.records = self.matches = 0
+        self.judge_samples = self.invalid = 0
+        self.policy_samples = 0
         self.tokens = 0
         self.started = time.monotonic()
+        self._last = (self.started, 0)  # (time, tokens) at the previous tick: tok/s is "now"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._progress = None
-        if self.enabled:
+        if enabled and terminal:
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[judge]}"), TimeElapsedColumn(), console=self.console, transient=True,
+                # bon's own ETA (records/s over the run), the one the log line and manifest show
+                TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn(), TextColumn("{task.fields[counters]}"),
+                console=Console(file=self.stream), transient=True,
             )
-            self._task = self._progress.add_task("records", total=total, judge="")
+            self._task = self._progress.add_task("records", total=total, counters="", eta="?")
 
-    def __enter__(self) -> "RunProgress":
+    # ---- hooks (see the module docstring) ----
+
+    def set_total(self, total: int | None) -> None:
+        self.total = total
         if self._progress:
-            self._progress.start()
-        return self
+            self._progress.update(self._task, total=total)
 
-    def __exit__(self, *exc) -> None:
-        if self._progress:
-            self._progress.stop()
-
-    def on_generation(self, samples: int, tokens: int) -> None:
-        self.samples += samples
+    def on_policy(self, samples: int, tokens: int) -> None:
+        self.policy_samples += samples
         self.tokens += tokens
         self._refresh()
 
-    def on_match(self, _match) -> None:
+    def on_generation(self, samples: int, tokens: int, invalid: int = 0) -> None:
+        self.judge_samples += samples
+        self.invalid += invalid
+        self.tokens += tokens
+        self._refresh()
+
+    def on_match(self, _match=None) -> None:
         self.matches += 1
         self._refresh()
 
+    def on_record(self, _record=None) -> None:
+        self.records += 1
+        if self._progress:
+            self._progress.update(self._task, advance=1, eta=duration(self.counters()["eta_s"]))
+
+    # ---- the counters, the line, the bar ----
+
+    def counters(self, now: float | None = None) -> dict[str, Any]:
+        """Everything the status line shows, as numbers (for the manifest and `bon status`)."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.records / elapsed
+        left = None if self.total is None else max(self.total - self.records, 0)
+        since, tokens_then = self._last
+        health = self.endpoints() if self.endpoints else None
+        return {
+            "records_done": self.records,
+            "records_total": self.total,
+            "records_per_s": round(rate, 4),
+            "eta_s": None if left is None or not rate else round(left / rate, 1),
+            "elapsed_s": round(elapsed, 1),
+            "candidates": self.policy_samples,
+            "judge_samples": self.judge_samples,
+            "invalid_votes": self.invalid,
+            "matches": self.matches,
+            "tokens": self.tokens,
+            # over the last interval, not the run: a stalled server shows as 0 right away
+            "tokens_per_s": round((self.tokens - tokens_then) / max(now - since, 1e-9), 1),
+            "endpoints": None if health is None else {"healthy": health[0], "total": health[1]},
+        }
+
+    def tick(self) -> dict[str, Any]:
+        """Write the status line (when lines are on) and hand the counters to `on_tick`."""
+        now = time.monotonic()
+        counters = self.counters(now)
+        self._last = (now, self.tokens)
+        if self.lines:
+            self.stream.write(status_line(counters) + "\n")
+            self.stream.flush()
+        if self.on_tick:
+            self.on_tick(counters)
+        return counters
+
     def _refresh(self) -> None:
         if self._progress:
+            invalid = f" ({self.invalid / self.judge_samples:.0%} invalid)" if self.judge_samples else ""
+            health = self.endpoints() if self.endpoints else None
+            health = f" · endpoints {health[0]}/{health[1]}" if health else ""
             rate = self.tokens / max(time.monotonic() - self.started, 1e-9)
-            self._progress.update(
-                self._task, judge=f"matches {self.matches} · judge samples {self.samples} · {rate:,.0f} tok/s"
-            )
+            self._progress.update(self._task, counters=f"judge samples {self.judge_samples:,}{invalid} · "
+                                  f"{rate:,.0f} tok/s{health}")
 
-    def on_record(self, _record) -> None:
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+    def __enter__(self) -> "RunProgress":
+        self.started = time.monotonic()
+        self._last = (self.started, self.tokens)
         if self._progress:
-            self._progress.advance(self._task)
+            self._progress.start()
+        if self.lines or self.on_tick:
+            self._thread = threading.Thread(target=self._run, name="bon-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        if self._progress:
+            self._progress.stop()
