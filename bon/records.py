@@ -102,13 +102,17 @@ def parse_record(obj: Any, line: int, position: int, fields: FieldNames) -> Reco
     return Record(line=line, id=record_id, data=obj, question=question, messages=messages, candidates=candidates)
 
 
-def decode_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, str, Any]]:
+def decode_lines(lines: Iterable[bytes | str | dict]) -> Iterator[tuple[int, str, Any]]:
     """(line number, text, decoded JSON value or InputError) per non-blank line.
 
     A UTF-8 BOM and CRLF line ends are accepted; errors are yielded, not raised, so a
-    caller may skip a bad line and go on.
+    caller may skip a bad line and go on. A dict is a row already decoded (from Parquet or
+    a dataset, see bon.sources), numbered like a line.
     """
     for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, dict):
+            yield number, _dumps(raw), raw
+            continue
         if isinstance(raw, bytes):
             try:
                 text = raw.decode("utf-8")
@@ -131,9 +135,9 @@ OnBadLine = Callable[[InputError, str], None]
 
 
 def read_records(
-    lines: Iterable[bytes | str], fields: FieldNames = FieldNames(), on_bad_line: OnBadLine | None = None
+    lines: Iterable[bytes | str | dict], fields: FieldNames = FieldNames(), on_bad_line: OnBadLine | None = None
 ) -> Iterator[Record]:
-    """Records from JSONL lines, validated one by one.
+    """Records from JSONL lines (or decoded rows, see `decode_lines`), validated one by one.
 
     A bad line raises InputError, or — with `on_bad_line` — is reported to it and skipped.
     Blank lines are skipped. The default `id` is the 0-based position among non-blank
