@@ -11,6 +11,7 @@ import asyncio
 import itertools
 from dataclasses import asdict, dataclass
 
+from bon.answers import Checker, group_answers, team_of
 from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.base import Completion, Engine, GenerationRequest, RecordError
 from bon.prompts import Template
@@ -147,6 +148,8 @@ class Judge:
         self.engine, self.template, self.sampling, self.tournament = engine, template, sampling, tournament
         self.on_generation = on_generation  # progress callback(samples, completion_tokens)
         self.on_match = on_match  # progress callback(match)
+        # Answer-aware tournaments: built once, so a missing math-verify fails before any work.
+        self.checker = Checker(tournament.group_by_answer) if tournament.group_by_answer else None
 
     def messages(self, question: str, answer1: str, answer2: str) -> tuple[list[dict], bool]:
         """The judge prompt, shortened to fit the engine's context when the engine tells it."""
@@ -193,12 +196,18 @@ class Judge:
         usage = Usage()
         ask = self.asker(record.question, record.candidates, usage, position=record.line)
         extra = {}
+        groups = teams = None
+        if self.checker is not None:
+            groups = group_answers(record.candidates, self.checker)
+            teams = team_of(groups, len(record.candidates))
         if self.tournament.strategy == "elo":
             result, scores = await round_robin(record.candidates, ask, self.tournament, record.id,
-                                               self.tournament.max_pairs, self.on_match)
+                                               self.tournament.max_pairs, self.on_match, teams)
             extra = elo_fields(scores)
         else:
-            result = await knockout(record.candidates, ask, self.tournament, record.id, self.on_match)
+            result = await knockout(record.candidates, ask, self.tournament, record.id, self.on_match, teams)
+        if groups is not None:
+            result.answer_groups = [group.to_json() for group in groups]
         usage.votes_saved = sum(m.votes_saved for matches in result.rounds for m in matches)
         record.output.update(
             candidates=record.candidates,

@@ -78,3 +78,17 @@ def test_custom_template_loads_and_checks_placeholders(tmp_path):
         load_template(bad, JUDGE_FIELDS)
     with pytest.raises(TemplateError, match="cannot read"):
         load_template(tmp_path / "missing.toml", JUDGE_FIELDS)
+
+
+def test_a_template_says_whether_its_judge_thinks(tmp_path):
+    assert judge_template().thinking is True  # the RRM opens a thought before its verdict
+    plain = tmp_path / "plain.toml"
+    plain.write_text("user = '''{question} {answer1} {answer2}'''\n")
+    assert load_template(plain, JUDGE_FIELDS).thinking is False  # a template that says nothing: no thought
+    thinking = tmp_path / "thinking.toml"
+    thinking.write_text("thinking = true\nuser = '''{question} {answer1} {answer2}'''\n")
+    assert load_template(thinking, JUDGE_FIELDS).thinking is True
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("thinking = 'yes'\nuser = '''{question} {answer1} {answer2}'''\n")
+    with pytest.raises(TemplateError, match="`thinking` must be true or false"):
+        load_template(wrong, JUDGE_FIELDS)
