@@ -30,6 +30,9 @@ except ImportError as exc:  # the CLI turns this into one line naming the extra
 # key -> filter kind, the --where kinds as toggles
 TOGGLES = {"i": "invalid", "t": "tiebreak", "d": "disagree", "e": "error", "r": "truncated", "s": "same_answer"}
 BATCH = 2000  # records per update of the list while the file is read
+# Rows the list holds at most: a table row costs far more than reading a record, and no one
+# scrolls through 100,000; search and the filters reach the rest.
+MAX_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class BrowseApp(App):
         self.kinds: set[str] = set()
         self.search = ""
         self.done = False
+        self.matching = 0  # entries that pass the filters, listed or not
 
     def compose(self) -> ComposeResult:
         yield Static(id="status")
@@ -212,25 +216,28 @@ class BrowseApp(App):
 
     def add_rows(self, positions) -> None:
         table = self.query_one(DataTable)
-        rows, keys = [], []
         for position in positions:
             entry = self.entries[position]
-            if entry.matches(self.kinds, self.search):
+            if not entry.matches(self.kinds, self.search):
+                continue
+            self.matching += 1
+            if table.row_count < MAX_ROWS:
                 winner = "–" if entry.best_index is None else f"#{entry.best_index}"
-                rows.append((entry.id, entry.query, winner, Text(flags_text(entry.flags), style="yellow")))
-                keys.append(position)
-        for row, key in zip(rows, keys):
-            table.add_row(*row, key=str(key))
+                table.add_row(entry.id, entry.query, winner, Text(flags_text(entry.flags), style="yellow"),
+                              key=str(position))
 
     def refilter(self) -> None:
         table = self.query_one(DataTable)
         table.clear()
+        self.matching = 0
         self.add_rows(range(len(self.entries)))
         self.show_status()
 
     def show_status(self) -> None:
         shown = self.query_one(DataTable).row_count
         reading = "" if self.done else "  (reading…)"
+        if shown < self.matching:
+            reading += f"  (first {shown:,} of {self.matching:,} matching: search or filter to narrow)"
         filters = " ".join(f"[{key}]{kind}" + ("✓" if kind in self.kinds else "") for key, kind in TOGGLES.items())
         search = f"  search: {self.search!r}" if self.search else ""
         self.query_one("#status", Static).update(

@@ -86,3 +86,19 @@ def test_in_a_real_terminal(tmp_path):
     screen, _ = tmux_screen(f"{sys.executable} -m bon browse {FIXTURE}", until="of 3 records")
     assert "r1" in screen and "Which is better?" in screen and "tiebreak disagree" in screen
     assert "Too long" in screen and "error" in screen
+
+
+def test_a_long_run_lists_its_first_rows_and_says_how_many_match(monkeypatch):
+    import bon.browse
+
+    monkeypatch.setattr(bon.browse, "MAX_ROWS", 2)
+
+    async def check():
+        app = BrowseApp(str(FIXTURE))
+        async with app.run_test(size=(160, 40)) as pilot:
+            await loaded(app, pilot)
+            assert rows(app) == ["r1", "7"]
+            assert "(first 2 of 3 matching: search or filter to narrow)" in str(app.query_one("#status", Static).render())
+            await pilot.press("e")  # the filters reach records past the cap
+            assert rows(app) == ["bad"]
+    asyncio.run(check())
