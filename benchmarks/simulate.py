@@ -1,30 +1,51 @@
-"""A simulated GPU for planning big judge jobs: continuous scheduling vs a round barrier.
+"""bon's own scheduling on a simulated GPU: makespan, first record, record spread, priorities.
 
-No engine, a virtual clock, fully deterministic. The GPU model: a continuous-batching
-engine (like vLLM) runs up to MAX_SEQS sequences at once; every decoding step advances each
-running sequence by one token and takes STEP_BASE + STEP_PER_SEQ × (running sequences)
-milliseconds, so the step time grows with the batch. A waiting sequence joins as soon as a
-slot frees. Judge reasoning lengths are long-tailed (lognormal, median ≈ 1500 tokens,
-capped at the 8192-token budget).
+bon's real pipeline, Referee and knockout bracket run unchanged; only the engine behind
+the `Engine` interface is simulated, and the asyncio loop's clock is virtual (it jumps to
+the next timer whenever nothing is ready), so hours of GPU time take seconds and every
+figure is deterministic.
 
-Each query is a knockout over N candidates (N-1 matches) with K votes per match, sent as
-two requests (one per order, n = ⌈K/2⌉ and ⌊K/2⌋). Two drivers:
-- bon: a match is submitted the moment its two feeder matches are decided (bon's fixed
-  bracket), up to CONCURRENCY queries in flight, new queries starting as others finish;
-- rounds: what peers' scripts do — every query's round-r matches in one batch, and round
-  r+1 only after the whole batch has finished.
-The lower bound is total tokens ÷ the engine's best throughput (a full batch).
+The simulated engine batches continuously, like vLLM: up to MAX_SEQS sequences run at
+once; a decoding step advances each by one token and takes STEP_BASE + STEP_PER_SEQ ×
+(running sequences) ms, so steps slow down as the batch grows. A waiting sequence takes
+the first free slot — the lowest `priority` first when priorities are honoured (vLLM's
+`scheduling_policy="priority"`), in arrival order otherwise (`"fcfs"`). Not modelled:
+prefill, and vLLM's preemption of running low-priority requests when the KV cache is full.
+Judge reasoning lengths are long-tailed (lognormal, median ≈ 1500 tokens, capped at the
+8192-token budget), drawn from each request's seed, so both policies get the same work.
 
-    python benchmarks/simulate.py                 # 2,000 queries × N=16 × 5 votes, then scaling
+Reported per size, with and without priorities: makespan and its efficiency (the lower
+bound — total tokens ÷ the engine's full-batch throughput — over the makespan), when
+records are written (first, median, 90th percentile, last), and the slot-time the engine
+sat idle while input was still waiting, by cause: the ordered-output window (4 × concurrency
+records started but not yet written, full behind a slow head) or the concurrency limit.
+
+    python benchmarks/simulate.py               # 100, 2,000 and 10,000 queries
+    python benchmarks/simulate.py 500 --n 8 --votes 3
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import heapq
+import itertools
 import math
 import random
+import selectors
 import sys
-from collections import deque
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bon.config import JUDGE_SAMPLING, TournamentConfig  # noqa: E402
+from bon.engines.base import Completion, Generation, GenerationRequest  # noqa: E402
+from bon.engines.scripted import ScriptedEngine  # noqa: E402
+from bon.judge import Referee  # noqa: E402
+from bon.pipeline import LazyEngine, Pipeline  # noqa: E402
+from bon.prompts import judge_template  # noqa: E402
+from bon.records import FieldNames, parse_record  # noqa: E402
 
 MAX_SEQS = 256  # sequences the engine runs at once
 STEP_BASE_MS = 12.0  # a decoding step with an empty batch
@@ -32,166 +53,191 @@ STEP_PER_SEQ_MS = 0.06  # …and per running sequence
 MEDIAN_TOKENS, SIGMA, CAP = 1500, 0.75, 8192
 
 
-def step_ms(running: int) -> float:
-    return STEP_BASE_MS + STEP_PER_SEQ_MS * running
+def step_seconds(running: int) -> float:
+    return (STEP_BASE_MS + STEP_PER_SEQ_MS * running) / 1000
 
 
-class SimulatedGPU:
-    """Event-driven: between joins and finishes every running sequence advances together."""
+class _JumpingSelector(selectors.DefaultSelector):
+    """Never blocks: a wait for the next timer moves the virtual clock there instead."""
 
-    def __init__(self, seed: int):
-        self.rng = random.Random(seed)
-        self.now_ms = 0.0
-        self.progress = 0  # decoding steps taken so far
-        self.running: list[tuple[int, int, int]] = []  # heap of (finish step, seq id, request id)
-        self.waiting: deque[tuple[int, int]] = deque()  # (request id, length)
-        self.left: dict[int, int] = {}  # request id -> sequences still running or waiting
-        self.callbacks: dict[int, object] = {}
+    def __init__(self, loop: "VirtualClockLoop"):
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout=None):
+        if timeout is None:
+            raise RuntimeError("simulation deadlock: nothing ready and no timer pending")
+        self._loop.now += timeout
+        return super().select(0)
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose time() is simulated seconds; idle waits take no real time."""
+
+    def __init__(self):
+        self.now = 0.0
+        super().__init__(selector=_JumpingSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+class SimulatedEngine:
+    """A continuous-batching GPU behind bon's Engine interface (texts from ScriptedEngine)."""
+
+    name = "simulated"
+
+    def __init__(self, honour_priority: bool):
+        self.honour_priority = honour_priority
+        self.texts = ScriptedEngine(keep_requests=False)  # what the judge "writes": valid verdicts
+        self.waiting: list = []  # heap of (priority, arrival, tokens, request state)
+        self.running: list = []  # heap of (finish step, arrival, request state)
+        self.progress = 0.0  # decoding steps taken so far
+        self.last = 0.0  # virtual time of the last settle
+        self.arrivals = itertools.count()
+        self.timer: asyncio.TimerHandle | None = None
         self.tokens = 0
-        self._ids = 0
+        # Free slots with nothing waiting while input remains, by what held the next record
+        # back: the ordered-output window (full behind a slow head) or the concurrency limit.
+        self.idle_slot_seconds = {"window": 0.0, "concurrency": 0.0}
+        self.input_left = True  # set False by the driver once the last record is read
+        self.window_full = lambda: False  # set by the driver
+        self.admitted: list[int] = []  # priorities in the order sequences got a slot (tests)
 
-    def length(self) -> int:
-        return min(CAP, max(16, int(self.rng.lognormvariate(math.log(MEDIAN_TOKENS), SIGMA))))
+    @staticmethod
+    def lengths(request: GenerationRequest) -> list[int]:
+        rng = random.Random(request.seed)
+        return [min(CAP, max(16, int(rng.lognormvariate(math.log(MEDIAN_TOKENS), SIGMA)))) for _ in range(request.n)]
 
-    def submit(self, n: int, done) -> None:
-        self._ids += 1
-        request = self._ids
-        self.left[request], self.callbacks[request] = n, done
-        for _ in range(n):
-            length = self.length()
-            self.tokens += length
-            self.waiting.append((request, length))
+    async def generate(self, request: GenerationRequest) -> Generation:
+        loop = asyncio.get_running_loop()
+        written = await self.texts.generate(request)
+        lengths = self.lengths(request)
+        done = loop.create_future()
+        state = [request.n, done]
+        self._settle(loop)
+        priority = request.priority if self.honour_priority else 0
+        for tokens in lengths:
+            heapq.heappush(self.waiting, (priority, next(self.arrivals), tokens, state))
+        self.tokens += sum(lengths)
         self._admit()
+        self._schedule(loop)
+        await done
+        completions = [Completion(c.text, c.finish_reason, n) for c, n in zip(written.completions, lengths)]
+        return Generation(completions, written.prompt_tokens, sum(lengths))
+
+    def _settle(self, loop) -> None:
+        """Advance every running sequence to now; finish those that are done."""
+        now = loop.time()
+        elapsed, self.last = now - self.last, now
+        if self.running:
+            self.progress += elapsed / step_seconds(len(self.running))
+        if self.input_left and not self.waiting and elapsed:
+            cause = "window" if self.window_full() else "concurrency"
+            self.idle_slot_seconds[cause] += elapsed * (MAX_SEQS - len(self.running))
+        while self.running and self.running[0][0] <= self.progress + 1e-9:
+            state = heapq.heappop(self.running)[2]
+            state[0] -= 1
+            if state[0] == 0:
+                state[1].set_result(None)
 
     def _admit(self) -> None:
         while self.waiting and len(self.running) < MAX_SEQS:
-            request, length = self.waiting.popleft()
-            self._ids += 1
-            heapq.heappush(self.running, (self.progress + length, self._ids, request))
+            priority, arrival, tokens, state = heapq.heappop(self.waiting)
+            self.admitted.append(priority)
+            heapq.heappush(self.running, (self.progress + tokens, arrival, state))
 
-    def run(self) -> float:
-        while self.running:
-            finish = self.running[0][0]
-            steps = finish - self.progress
-            self.now_ms += steps * step_ms(len(self.running))
-            self.progress = finish
-            finished = []
-            while self.running and self.running[0][0] == finish:
-                finished.append(heapq.heappop(self.running)[2])
-            for request in finished:
-                self.left[request] -= 1
-                if self.left[request] == 0:
-                    del self.left[request]
-                    self.callbacks.pop(request)()  # may submit more work
-            self._admit()
-        return self.now_ms / 1000
+    def _schedule(self, loop) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = None
+        if self.running:
+            steps = self.running[0][0] - self.progress
+            self.timer = loop.call_at(self.last + steps * step_seconds(len(self.running)), self._tick, loop)
 
+    def _tick(self, loop) -> None:
+        self._settle(loop)
+        self._admit()
+        self._schedule(loop)
 
-def match_on(gpu: SimulatedGPU, votes: int, done) -> None:
-    """One match: two requests (one per order); done() when both are back."""
-    parts = [p for p in ((votes + 1) // 2, votes // 2) if p]
-    remaining = [len(parts)]
-
-    def one_back():
-        remaining[0] -= 1
-        if remaining[0] == 0:
-            done()
-
-    for n in parts:
-        gpu.submit(n, one_back)
+    async def close(self) -> None:
+        pass
 
 
-def bracket_width(n: int) -> list[int]:
-    """Matches per round for n candidates (odd counts: one bye)."""
-    widths = []
-    while n > 1:
-        widths.append(n // 2)
-        n = n // 2 + n % 2
-    return widths
+def workload(queries: int, n: int):
+    """Records with N distinct candidates each (the scripted judge prefers the longer)."""
+    for position in range(queries):
+        obj = {"id": position, "query": f"question {position}",
+               "candidates": [f"candidate {j} of {position}" + "!" * j for j in range(n)]}
+        yield parse_record(obj, position + 1, position, FieldNames())
 
 
-def run_bon(queries: int, n: int, votes: int, concurrency: int, seed: int) -> tuple[float, int, float]:
-    """Makespan (s), tokens, and when the first record could be written (s)."""
-    gpu = SimulatedGPU(seed)
-    pending = deque(range(queries))
-    finished_at: list[float] = []
+async def run_bon(engine: SimulatedEngine, queries: int, n: int, votes: int, concurrency: int) -> list[float]:
+    """bon's pipeline judging `queries` records on `engine`; when each record was written."""
+    loop = asyncio.get_running_loop()
+    written: list[float] = []
+    tournament, template = TournamentConfig(votes=votes), judge_template()
+    pulled = [0]
+    # bon's ordered_map holds up to 4 × concurrency started-but-unwritten records.
+    engine.window_full = lambda: pulled[0] - len(written) >= 4 * concurrency
 
-    def query_done() -> None:
-        finished_at.append(gpu.now_ms / 1000)
-        start_query()
+    async def records():
+        for record in workload(queries, n):
+            pulled[0] += 1
+            yield record
+        engine.input_left = False
 
-    def start_query() -> None:
-        if not pending:
-            return
-        pending.popleft()
-        # A bracket as a tree: leaves are candidates; each internal node is a match that
-        # starts when both children are decided.
-        def node(size: int, done) -> None:
-            if size == 1:
-                done()
-                return
-            children = [0]
-            left, right = size - size // 2, size // 2
+    async def load():
+        return engine
 
-            def child_done():
-                children[0] += 1
-                if children[0] == 2:
-                    match_on(gpu, votes, done)
-
-            node(left, child_done)
-            node(right, child_done)
-
-        node(n, query_done)  # when this query's final is decided, the next query starts
-
-    for _ in range(min(concurrency, queries)):
-        start_query()
-    return gpu.run(), gpu.tokens, min(finished_at)
+    pipeline = Pipeline(writer=None, concurrency=concurrency,
+                        make_judge=lambda e: Referee(e, template, JUDGE_SAMPLING, tournament),
+                        judge=LazyEngine(load))
+    async for _ in pipeline.stream(records()):  # records come out in input order, as bon writes them
+        written.append(loop.time())
+    return written
 
 
-def run_rounds(queries: int, n: int, votes: int, seed: int) -> tuple[float, int]:
-    gpu = SimulatedGPU(seed)
-    widths = bracket_width(n)
-    round_no = [0]
-
-    def start_round() -> None:
-        if round_no[0] == len(widths):
-            return
-        matches = widths[round_no[0]] * queries
-        round_no[0] += 1
-        left = [matches]
-
-        def match_done():
-            left[0] -= 1
-            if left[0] == 0:
-                start_round()  # the barrier: the next round only after every match of this one
-
-        for _ in range(matches):
-            match_on(gpu, votes, match_done)
-
-    start_round()
-    return gpu.run(), gpu.tokens
+def simulate(queries: int, n: int, votes: int, concurrency: int, honour_priority: bool) -> dict:
+    engine = SimulatedEngine(honour_priority)
+    loop = VirtualClockLoop()
+    try:
+        written = loop.run_until_complete(run_bon(engine, queries, n, votes, concurrency))
+    finally:
+        loop.close()
+    makespan = written[-1]
+    bound = engine.tokens / (MAX_SEQS / step_seconds(MAX_SEQS))
+    ordered = sorted(written)
+    return {"makespan": makespan, "efficiency": bound / makespan, "first": ordered[0],
+            "p50": ordered[len(ordered) // 2], "p90": ordered[int(len(ordered) * 0.9)], "last": ordered[-1],
+            **{f"idle_{cause}": seconds / (MAX_SEQS * makespan) for cause, seconds in engine.idle_slot_seconds.items()},
+            "tokens": engine.tokens}
 
 
-def lower_bound(tokens: int) -> float:
-    best_tokens_per_s = MAX_SEQS / (step_ms(MAX_SEQS) / 1000)
-    return tokens / best_tokens_per_s
+def clock(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def main() -> None:
-    n, votes, concurrency = 16, 5, 256
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[100, 2_000, 10_000])
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--votes", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=256)
+    args = parser.parse_args()
     print(f"simulated GPU: up to {MAX_SEQS} sequences, step {STEP_BASE_MS} ms + {STEP_PER_SEQ_MS} ms/sequence; "
-          f"reasoning lognormal median {MEDIAN_TOKENS}, capped {CAP}; N={n}, votes={votes}, "
-          f"bon concurrency {concurrency}")
-    sizes = [int(a) for a in sys.argv[1:]] or [100, 1_000, 2_000, 10_000]
-    for queries in sizes:
-        bon_s, bon_tokens, first_s = run_bon(queries, n, votes, concurrency, seed=1)
-        rounds_s, rounds_tokens = run_rounds(queries, n, votes, seed=1)
-        bound_s = lower_bound(bon_tokens)
-        # With a round barrier no record is complete before the last round ends.
-        print(f"queries={queries:>6}  bon={bon_s / 3600:6.2f} h  rounds={rounds_s / 3600:6.2f} h  "
-              f"lower_bound={bound_s / 3600:6.2f} h  bon_vs_bound={bound_s / bon_s:.3f}  "
-              f"rounds_vs_bound={lower_bound(rounds_tokens) / rounds_s:.3f}  rounds_over_bon={rounds_s / bon_s:.2f}x  "
-              f"first_record: bon={first_s / 60:.0f} min, rounds={rounds_s / 60:.0f} min")
+          f"reasoning lognormal median {MEDIAN_TOKENS}, capped {CAP}; N={args.n}, votes={args.votes}, "
+          f"concurrency {args.concurrency} (ordered-output window {4 * args.concurrency})")
+    print(f"{'queries':>7}  {'priority':<8}  {'makespan':>8}  {'efficiency':>10}  {'first':>7}  {'p50':>7}  "
+          f"{'p90':>7}  {'last':>7}  {'idle: window':>12}  {'concurrency':>11}  {'real s':>6}")
+    for queries in args.sizes:
+        for honour in (False, True):
+            started = time.perf_counter()
+            r = simulate(queries, args.n, args.votes, args.concurrency, honour)
+            print(f"{queries:>7}  {'yes' if honour else 'no (fcfs)':<8}  {clock(r['makespan']):>8}  "
+                  f"{r['efficiency']:>10.3f}  {clock(r['first']):>7}  {clock(r['p50']):>7}  {clock(r['p90']):>7}  "
+                  f"{clock(r['last']):>7}  {r['idle_window']:>12.1%}  {r['idle_concurrency']:>11.1%}  "
+                  f"{time.perf_counter() - started:>6.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""What a judge job will cost, before it runs: matches, judge samples, tokens, hours.
+
+Nothing is loaded or sent. The counts come from bon's own tournament code: each record's
+bracket (or round-robin) is played through the real Referee against an in-process stand-in
+judge whose votes are unanimous, so identical texts that meet, byes, elo's pair budget and
+early stopping count exactly as a run counts them. What no plan can know is how often a
+real judge disagrees with itself; that spread is what min / usual / max bracket:
+
+- min: every vote agrees (with early stopping, a match then needs only ⌈votes/2⌉);
+- usual: `votes` per match;
+- max: the vote budget per match (ties drawing extra votes until it is spent).
+
+Records that carry candidates are planned with their own texts (identical ones never meet
+a judge); the others with `n` distinct candidates still to be sampled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bon.config import JUDGE_SAMPLING, TournamentConfig
+from bon.engines.scripted import ScriptedEngine
+from bon.errors import UsageError
+from bon.judge import Referee
+from bon.prompts import judge_template
+from bon.records import Record
+
+
+def _prefers_smaller_text(first: str, second: str, rng) -> str:
+    """A judge that agrees with itself in both orders: the alphabetically first answer wins."""
+    return f"<think>plan</think>\\boxed{{Assistant {1 if first <= second else 2}}}"
+
+
+@dataclass
+class Plan:
+    queries: int = 0
+    candidates: int = 0
+    matches: int = 0  # matches that need the judge
+    min_samples: int = 0
+    usual_samples: int = 0
+    max_samples: int = 0
+    tokens_per_sample: float | None = None  # measured in a previous output
+    tokens_per_second: float | None = None  # the judge engine's throughput, if given
+
+    @property
+    def judge_tokens(self) -> int | None:
+        return None if self.tokens_per_sample is None else round(self.usual_samples * self.tokens_per_sample)
+
+    @property
+    def hours(self) -> float | None:
+        if self.judge_tokens is None or not self.tokens_per_second:
+            return None
+        return self.judge_tokens / self.tokens_per_second / 3600
+
+    def to_json(self) -> dict[str, Any]:
+        return {"queries": self.queries, "candidates": self.candidates, "matches": self.matches,
+                "judge_samples": {"min": self.min_samples, "usual": self.usual_samples, "max": self.max_samples},
+                "judge_tokens": self.judge_tokens, "hours": self.hours}
+
+
+class Planner:
+    """Plays each record's tournament against the stand-in judge and adds up its work."""
+
+    def __init__(self, n: int, tournament: TournamentConfig):
+        self.n, self.tournament = n, tournament
+        self.referee = Referee(ScriptedEngine(_prefers_smaller_text, keep_requests=False), judge_template(),
+                               JUDGE_SAMPLING, tournament)
+        self._by_size: dict[int, tuple[int, int]] = {}  # distinct candidates -> (matches, samples)
+
+    async def _play(self, record_id: str | int, candidates: list[str]) -> tuple[int, int]:
+        record = Record(line=0, id=record_id, data={}, question="plan", messages=None, candidates=candidates)
+        usage = await self.referee.select(record)
+        matches = sum(1 for rnd in record.output["tournament"]["rounds"] for m in rnd if m["votes"])
+        return matches, usage.judge_samples
+
+    async def work(self, record: Record) -> tuple[int, int, int]:
+        """(candidates, judged matches, judge samples when every vote agrees) for one record."""
+        candidates = record.candidates
+        if candidates is not None and len(set(candidates)) < len(candidates):
+            # Which identical texts meet depends on the bracket: play this record's own.
+            return len(candidates), *await self._play(record.id, list(candidates))
+        # All distinct: the work depends on the count alone (the bracket's order does not matter).
+        size = self.n if candidates is None else len(candidates)
+        if size not in self._by_size:
+            self._by_size[size] = await self._play("plan", [f"candidate {i}" for i in range(size)])
+        return size, *self._by_size[size]
+
+
+async def _plan(records: Iterable[Record], n: int, tournament: TournamentConfig) -> Plan:
+    planner, plan = Planner(n, tournament), Plan()
+    for record in records:
+        candidates, matches, fewest = await planner.work(record)
+        plan.queries += 1
+        plan.candidates += candidates
+        plan.matches += matches
+        plan.min_samples += fewest
+        plan.usual_samples += matches * tournament.votes
+        plan.max_samples += matches * tournament.vote_budget
+    return plan
+
+
+def make_plan(records: Iterable[Record], n: int, tournament: TournamentConfig,
+              tokens_per_sample: float | None = None, tokens_per_second: float | None = None) -> Plan:
+    """The plan for `records` judged as `tournament` says (`n` for records without candidates)."""
+    # "min" is what the tournament's own early-stop setting needs when every vote agrees.
+    plan = asyncio.run(_plan(records, n, tournament))
+    plan.tokens_per_sample, plan.tokens_per_second = tokens_per_sample, tokens_per_second
+    return plan
+
+
+def measured_tokens_per_sample(path: str, lines: Iterable[str]) -> float:
+    """Judge completion tokens per judge sample over a previous bon output's records."""
+    samples = tokens = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            usage = json.loads(line).get("usage") or {}
+        except (json.JSONDecodeError, AttributeError):
+            raise UsageError(f"{path} line {number} is not a bon record") from None
+        if usage.get("judge_samples") and usage.get("judge_completion_tokens") is not None:
+            samples += usage["judge_samples"]
+            tokens += usage["judge_completion_tokens"]
+    if not samples:
+        raise UsageError(f"{path} holds no judged record with token counts to measure from")
+    return tokens / samples
