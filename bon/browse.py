@@ -94,7 +94,7 @@ class RecordScreen(Screen):
         record, best = self.record, self.record.get("best_index")
         yield Static(Text.assemble(("record ", "bold"), (str(record.get("id")), "bold cyan"), "  ",
                                    shorten(query_text(record), 200)), id="title")
-        table = Table(box=None, header_style="bold", pad_edge=False, expand=True)
+        table = Table(box=None, header_style="bold", pad_edge=False)
         for column, justify in (("#", "right"), ("chars", "right"), ("candidate", "left")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for i, text in enumerate(record.get("candidates") or []):
