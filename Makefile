@@ -32,9 +32,12 @@ $(STAMP): $(PY) pyproject.toml
 
 setup: $(STAMP)
 
-# tmux drives the real-terminal test of `bon show`.
+# tmux drives the real-terminal test of `bon show`; Debian's slurm-wlm and munge give the Slurm
+# test a real one-node cluster (the test starts and stops its own daemons and config).
+SYSTEM_PACKAGES := tmux:tmux slurm-wlm:slurmctld slurm-wlm:slurmd slurm-wlm:sbatch munge:munged
 system-deps:
-	@command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux >/dev/null)
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do command -v $${p#*:} >/dev/null || echo $${p%%:*}; done | sort -u); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 model: $(STAMP)
 	$(PY) scripts/fetch_model.py $(MODEL_DIR)
