@@ -22,6 +22,15 @@ class RecordError(EngineError):
     record gets an `error` field and the run goes on."""
 
 
+class ServerGaveUp(EngineError):
+    """Every endpoint stayed down (or stalled) past the give-up limit: the run ends, its
+    finished work kept, and the message says what failed last (`reason`)."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
+
+
 class BackendUnavailable(EngineError):
     """A backend that cannot run as asked (not installed, missing URL): a usage error, exit 2."""
 
