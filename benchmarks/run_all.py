@@ -24,6 +24,7 @@ def run(*args: str, env: dict | None = None) -> None:
 
 def main() -> None:
     run(str(HERE / "simulate.py"))
+    run(str(HERE / "answer_aware.py"))
     run(str(HERE / "memory.py"), "10000", "100000")
     if gpu_visible():
         run(str(HERE / "engine_bench.py"))
