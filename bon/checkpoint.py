@@ -31,6 +31,7 @@ from bon.engines.base import Completion, Engine, EngineError, Generation, Genera
 
 SIDECAR_SUFFIX = ".bon-cache.jsonl"
 MANIFEST_SUFFIX = ".manifest.json"
+ENGINE_LOG_SUFFIX = ".engine.log"
 
 
 class CheckpointError(ValueError):
@@ -43,6 +44,11 @@ def sidecar_path(output: Path) -> Path:
 
 def manifest_path(output: Path) -> Path:
     return output.with_name(output.name + MANIFEST_SUFFIX)
+
+
+def engine_log_path(output: Path) -> Path:
+    """Where the engine library's own output goes (EngineConfig.log_file), named in the manifest."""
+    return output.with_name(output.name + ENGINE_LOG_SUFFIX)
 
 
 def _drop_torn_tail(path: Path) -> tuple[bytes, bool]:

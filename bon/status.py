@@ -52,7 +52,7 @@ def job_state(manifest: dict[str, Any]) -> tuple[str, str]:
     if host == socket.gethostname() and isinstance(pid, int):
         if _pid_alive(pid):
             return "running", ""
-        return "interrupted", f"process {pid} on {host} is gone (killed, or the machine went down)"
+        return "interrupted", f"process {pid} on {host} is gone: killed, or the machine went down"
     age, every = _age(manifest.get("updated")), float(manifest.get("update_every") or 60)
     if age is not None and age > 3 * every + 60:
         return "interrupted", (f"no progress update for {duration(age)} (one is written every {duration(every)}); "
@@ -110,8 +110,9 @@ def status(
         return
     where = f"pid {info['pid']} on {info['host']}" + (f", Slurm job {info['slurm_job']}" if info["slurm_job"] else "")
     age = _age(info["updated"])
-    lines = [f"{output}: {info['state']}" + (f" — {info['why']}" if info["why"] else "")
-             + f" ({where}; started {info['started']}" + (f", updated {duration(age)} ago)" if age is not None else ")")]
+    lines = [f"{output}: {info['state']}" + (f" ({info['why']})" if info["why"] else ""),
+             f"{where}; started {info['started']}" + (f", ended {info['ended']}" if info["ended"] else "")
+             + (f", updated {duration(age)} ago" if age is not None else "")]
     if info["shard"]:
         lines.append(f"shard {info['shard']}")
     if info["progress"]:

@@ -26,7 +26,7 @@ from conftest import wait_until, write_jsonl
 
 HELPER = [sys.executable, str(Path(__file__).parent / "scripted_bon.py")]
 QUERIES = [{"id": f"q{i:02d}", "query": f"question number {i}"} for i in range(24)]
-RUN = ["run", "--policy", "p", "--judge", "j", "--backend", "hf", "-n", "4", "--votes", "3", "--concurrency", "3"]
+RUN = ["run", "--policy", "p", "--judge", "j", "-n", "4", "--votes", "3", "--concurrency", "3"]
 
 
 def command_app(function) -> typer.Typer:
@@ -144,7 +144,7 @@ def test_status_of_a_running_job_shows_progress_and_eta_and_no_resume(tmp_path):
     write_manifest(output)  # this test's own pid: alive
     result = bon_status(output)
     assert result.exit_code == 0, result.output
-    assert ": running (pid" in result.output
+    assert ": running\npid " in result.output
     assert "5/20 records (25%)" in result.output and "ETA 30s" in result.output and "invalid 10.0%" in result.output
     assert "2 records in" in result.output and "continue with" not in result.output
 
@@ -232,3 +232,42 @@ def test_a_missing_shard_gets_its_siblings_output_name_with_the_number_shifted(o
     missing = [i for i in range(200) if shard_of(i, 3) == 2][:2]
     [line] = rerun_commands(missing, [sibling])
     assert line.endswith(f"bon run q.jsonl -o {expected} --shard 2/3 --resume")
+
+
+ENGINE_SCRIPT = """
+import asyncio, logging, sys
+from bon.config import EngineConfig, VLLMOptions
+from bon.engines.base import GenerationRequest
+from bon.engines.vllm import VLLMEngine
+
+logging.basicConfig(format="bon: %(message)s", level=logging.WARNING)
+logging.getLogger("bon").setLevel(logging.INFO)
+
+async def main():
+    config = EngineConfig(backend="vllm", model=sys.argv[1], options=VLLMOptions(max_model_len=1024),
+                          log_file=sys.argv[2])
+    engine = await VLLMEngine.load(config)
+    generation = await engine.generate(GenerationRequest([{"role": "user", "content": "Say hi"}], 2, 0.7, 1.0, 8, 0))
+    print(len(generation.completions))
+    await engine.close()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_a_vllm_engine_leaves_stderr_to_bon_and_exits_without_a_trace(tmp_path, smollm2):
+    """vLLM prints ~70 lines around a run and, at exit, "Exception ignored in: AsyncLLM.__del__ …
+    TypeError"; with a log file, stderr holds bon's one line saying what loaded where."""
+    script, log = tmp_path / "engine.py", tmp_path / "out.jsonl.engine.log"
+    script.write_text(ENGINE_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), smollm2, str(log)], capture_output=True, text=True,
+                            timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2\n"
+    [line] = result.stderr.splitlines()
+    assert re.fullmatch(rf"bon: {re.escape(smollm2)} loaded on vllm \(cpu, float32\) in [\d.]+ s; its log: "
+                        + re.escape(str(log)), line), line
+    engine_log = log.read_text()
+    assert "Resolved architecture" in engine_log and "[shutdown]" in engine_log  # start-up and shutdown
+    assert "Exception ignored" not in engine_log + result.stderr
