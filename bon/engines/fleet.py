@@ -10,8 +10,9 @@ series of attempts until one succeeds:
   `REST_CAP`); after its rest one request at a time probes it, and its first success brings
   it back for everyone — so a restarted server rejoins within a rest of coming back;
 - the fleet gives up only when nothing has succeeded for `give_up_after` seconds (counted
-  from the last successful output of any endpoint), or, when nothing has ever succeeded,
-  after `START_UP_LIMIT` seconds: a server unreachable from the very start fails fast.
+  from the last successful output of any endpoint, or from when requests started again
+  after an idle spell), or, when nothing has ever succeeded, after `START_UP_LIMIT`
+  seconds: a server unreachable from the very start fails fast.
 
 This module knows nothing of HTTP or openai: attempts are plain coroutines that raise
 `Transient` for what may pass. That keeps the timing rules readable and testable alone.
@@ -66,7 +67,8 @@ class Fleet:
         self.give_up_after = give_up_after
         self.clock = clock
         self.last_success: float | None = None
-        self.first_try: float | None = None
+        self.busy_since: float | None = None  # when requests last started after none were running
+        self._running = 0
         self.attempts = 0  # every attempt sent, retries included
         self.retries = 0  # attempts after a failed one: the work asked for again
         self._recovered: asyncio.Event | None = None  # set when a down endpoint answers again
@@ -78,9 +80,12 @@ class Fleet:
         return sum(not e.down for e in self.endpoints)
 
     def deadline(self) -> float:
+        """When to give up: give_up_after past the last answer, or past the moment requests
+        started again after an idle spell (an hour-long policy phase is no outage)."""
+        busy_since = self.busy_since if self.busy_since is not None else self.clock()
         if self.last_success is not None:
-            return self.last_success + self.give_up_after
-        return (self.first_try or self.clock()) + min(START_UP_LIMIT, self.give_up_after)
+            return max(self.last_success, busy_since) + self.give_up_after
+        return busy_since + min(START_UP_LIMIT, self.give_up_after)
 
     # ---- health bookkeeping ----
 
@@ -122,8 +127,15 @@ class Fleet:
     async def run(self, attempt: Callable[[Endpoint], Awaitable[T]], what: str) -> T:
         """attempt(endpoint) until one succeeds; ServerGaveUp (naming `what` and the last
         failure) when the fleet has produced nothing for too long."""
-        if self.first_try is None:
-            self.first_try = self.clock()
+        if self._running == 0:
+            self.busy_since = self.clock()
+        self._running += 1
+        try:
+            return await self._run(attempt, what)
+        finally:
+            self._running -= 1
+
+    async def _run(self, attempt: Callable[[Endpoint], Awaitable[T]], what: str) -> T:
         failures = 0
         last: Transient | None = None
         while True:
