@@ -21,6 +21,7 @@ Hooks, for whoever drives a run:
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -70,7 +71,8 @@ class RunProgress:
         """`enabled`: show anything on stderr at all (False for --quiet). `on_tick` gets
         `counters()` every `log_every` seconds (60 when the lines are off) even when nothing
         is shown, so the manifest follows a quiet run or one on a terminal too."""
-        self.stream = stream or sys.stderr
+        self._own_stream = stream is None
+        self.stream = stream or _private_stderr()
         terminal = self.stream.isatty()
         self.total = total
         self.endpoints = endpoints
@@ -189,3 +191,14 @@ class RunProgress:
             self._thread.join()
         if self._progress:
             self._progress.stop()
+        if self._own_stream and self.stream is not sys.stderr:
+            self.stream.close()
+
+
+def _private_stderr() -> TextIO:
+    """A copy of stderr's file descriptor: while an engine starts, fd 2 points at the engine's
+    log (bon.engines.vllm.engine_output), and the job's log must keep its status lines."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
+    except (AttributeError, OSError, ValueError):  # not a real file (a notebook, tests' capture)
+        return sys.stderr

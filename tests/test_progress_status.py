@@ -271,3 +271,26 @@ def test_a_vllm_engine_leaves_stderr_to_bon_and_exits_without_a_trace(tmp_path, 
     engine_log = log.read_text()
     assert "Resolved architecture" in engine_log and "[shutdown]" in engine_log  # start-up and shutdown
     assert "Exception ignored" not in engine_log + result.stderr
+
+
+WINDOW_SCRIPT = """
+import sys, time
+from bon.config import EngineConfig
+from bon.engines.vllm import engine_output
+from bon.progress import RunProgress
+
+with RunProgress(total=4, log_every=0.05) as progress:
+    with engine_output(EngineConfig(backend="vllm", model="m", log_file=sys.argv[1])):
+        print("engine chatter", file=sys.stderr, flush=True)
+        progress.on_record()
+        time.sleep(0.5)  # an engine starting: status lines must still reach the job's log
+"""
+
+
+def test_status_lines_reach_the_job_log_while_the_engine_output_goes_to_its_own(tmp_path):
+    engine_log, job_log = tmp_path / "out.jsonl.engine.log", tmp_path / "job.err"
+    with open(job_log, "w") as stderr:
+        result = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT, str(engine_log)], stderr=stderr, timeout=60)
+    assert result.returncode == 0, job_log.read_text()
+    assert engine_log.read_text() == "engine chatter\n"
+    assert "bon: 1/4 records (25%)" in job_log.read_text()
