@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bon.checkpoint import manifest_path, resume_command
+from bon.checkpoint import MANIFEST_SUFFIX, manifest_path, resume_command
 from bon.progress import duration, status_line
 
 
@@ -71,6 +71,8 @@ def output_lines(output: Path) -> int | None:
 
 def report(output: Path) -> dict[str, Any]:
     """Everything `bon status` prints, as data (its --json)."""
+    if output.name.endswith(MANIFEST_SUFFIX):  # the manifest itself was named
+        output = output.with_name(output.name.removesuffix(MANIFEST_SUFFIX))
     path = manifest_path(output)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -105,6 +107,7 @@ def status(
     except UsageError as exc:
         typer.echo(f"bon: error: {exc}", err=True)
         raise typer.Exit(2)
+    output = Path(info["output"])
     if as_json:
         typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return

@@ -147,6 +147,7 @@ def test_status_of_a_running_job_shows_progress_and_eta_and_no_resume(tmp_path):
     assert ": running\npid " in result.output
     assert "5/20 records (25%)" in result.output and "ETA 30s" in result.output and "invalid 10.0%" in result.output
     assert "2 records in" in result.output and "continue with" not in result.output
+    assert bon_status(manifest_path(output)).output == result.output  # the manifest itself named
 
 
 def test_status_tells_a_dead_job_from_a_running_one_and_prints_its_resume_command(tmp_path):
