@@ -138,7 +138,7 @@ def test_in_a_real_terminal():
 
 def test_compare_streams_reasoning_then_the_verdict(scripted):
     result = runner.invoke(app, ["compare", "--query", "Which is longer?", "short", "a much longer answer",
-                                 "--votes", "3", "--backend", "hf"])
+                                 "--votes", "3", "--backend", "scripted"])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.count("compare lengths") == 3  # every vote's reasoning was streamed
@@ -150,12 +150,12 @@ def test_compare_streams_reasoning_then_the_verdict(scripted):
 def test_compare_json_and_file_arguments(scripted, tmp_path):
     (tmp_path / "b.txt").write_text("the longer answer from a file")
     result = runner.invoke(app, ["compare", "--query", "q", "short", f"@{tmp_path / 'b.txt'}", "--json",
-                                 "--votes", "2", "--backend", "hf"])
+                                 "--votes", "2", "--backend", "scripted"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["winner"] == 1 and record["candidates"][1] == "the longer answer from a file"
     assert {v["first"] for v in record["match"]["votes"]} == {0, 1}  # both orders
-    missing = runner.invoke(app, ["compare", "--query", "q", "a", "@/nonexistent", "--backend", "hf"])
+    missing = runner.invoke(app, ["compare", "--query", "q", "a", "@/nonexistent", "--backend", "scripted"])
     assert missing.exit_code == 2
 
 
@@ -165,7 +165,7 @@ def test_show_reads_elo_and_early_stop_output(tmp_path, scripted):
     src = write_jsonl(tmp_path / "q.jsonl", [{"id": "e", "query": "q", "candidates": ["a", "bbb", "bb"]}])
     out = tmp_path / "elo.jsonl"
     assert runner.invoke(app, ["select", str(src), "--strategy", "elo", "--votes", "3", "--early-stop",
-                               "-o", str(out), "-q"]).exit_code == 0
+                               "-o", str(out), "-q", "--backend", "scripted"]).exit_code == 0
     summary = json.loads(runner.invoke(app, ["show", str(out), "--json"]).stdout)
     assert summary["judged_matches"] == 3 and summary["judge_samples"] == 6  # 3 pairs x 2 (early stop)
     view = runner.invoke(app, ["show", str(out), "--id", "e", "--no-pager"]).stdout
