@@ -234,3 +234,22 @@ def test_without_grouping_the_trace_has_no_teams():
 def test_an_unknown_grouping_is_refused():
     with pytest.raises(ValueError, match="exact or math"):
         Checker("fuzzy")
+
+
+def test_cli_select_groups_by_answer(tmp_path, scripted):
+    from typer.testing import CliRunner
+
+    from bon.cli import app
+    from conftest import read_jsonl, write_jsonl
+
+    rows = [{"query": "2+2?", "candidates": ["it is \\boxed{4}", "so \\boxed{4}", "\\boxed{4} indeed", "\\boxed{5}"]}]
+    src = write_jsonl(tmp_path / "q.jsonl", rows)
+    result = CliRunner().invoke(app, ["select", str(src), "--group-by-answer", "exact", "--votes", "1", "-q",
+                                      "--backend", "scripted"])
+    assert result.exit_code == 0, result.output
+    (record,) = read_jsonl(result.stdout)
+    assert record["tournament"]["answer_groups"] == [{"answer": "4", "members": [0, 1, 2]},
+                                                     {"answer": "5", "members": [3]}]
+    # The 5 meets one 4 and loses (the scripted judge prefers longer texts; every 4 is
+    # longer); then only 4s are left: one judged match in all.
+    assert record["usage"]["judge_samples"] == 1 and record["best"] != "\\boxed{5}"
