@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bon.config import EngineConfig, SamplingConfig, TournamentConfig
 from bon.engines.base import Generation, GenerationRequest
-from bon.judge import Judge, Usage
+from bon.judge import Referee, Usage
 from bon.prompts import judge_template, policy_template
 from bon.records import FieldNames, read_records
 from bon.tournament import decide_match, derive_seed
@@ -71,7 +71,7 @@ async def candidates(engine, queries: int, n: int, model: str) -> list[dict]:
     return rows
 
 
-async def round_barrier(judge: Judge, records, config: TournamentConfig) -> None:
+async def round_barrier(judge: Referee, records, config: TournamentConfig) -> None:
     survivors = {r.id: list(range(len(r.candidates))) for r in records}
     asks = {r.id: judge.asker(r.question, r.candidates, Usage()) for r in records}
     round_no = 0
@@ -120,11 +120,11 @@ async def main(args) -> None:
     # bon runs first (raw replays its requests); rounds before or after it with --rounds-first,
     # to see how much the order of runs on a shared machine moves the figures.
     rounds_rec = Recording(engine)
-    rounds_judge = Judge(rounds_rec, judge_template(), sampling, config)
+    rounds_judge = Referee(rounds_rec, judge_template(), sampling, config)
     if args.rounds_first:
         rounds_rate = await timed("rounds", lambda: round_barrier(rounds_judge, records, config), rounds_rec)
     bon_rec = Recording(engine)
-    bon_judge = Judge(bon_rec, judge_template(), sampling, config)
+    bon_judge = Referee(bon_rec, judge_template(), sampling, config)
     bon_rate = await timed("bon", lambda: asyncio.gather(*(bon_judge.select(r) for r in records)), bon_rec)
     raw_rec = Recording(engine)
     raw_rate = await timed("raw", lambda: asyncio.gather(*(raw_rec.generate(r) for r in bon_rec.requests)), raw_rec)

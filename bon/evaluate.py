@@ -183,3 +183,72 @@ async def judge_pair(ask, pair: Pair, votes: int, seed: int) -> list[Vote]:
     if rejected_first:
         asks.append(ask(1, 0, rejected_first, derive_seed(seed, pair.id, "eval", "rejected-first")))
     return [v for batch in await asyncio.gather(*asks) for v in batch]
+
+
+async def evaluate(judge, source: str, fields: PairFields, *, votes: int, seed: int = 0, concurrency: int = 64,
+                   output=None) -> EvalReport:
+    """Judge every labelled pair in `source` (a JSONL path or `-`) with `judge` (a bon.Judge):
+    `votes` judgments each, split across both orders. With `output`, each pair's votes and
+    score are written there as they finish. A file is checked whole before the model loads."""
+    import json
+
+    from bon.config import TournamentConfig
+    from bon.judge import Usage
+    from bon.pipeline import ordered_map
+    from bon.records import input_lines
+
+    if source != "-":
+        sum(1 for _ in read_pairs(input_lines(source), fields))  # a bad line costs no model work
+    report = EvalReport(votes)
+    referee = judge.referee(await judge.engine(), TournamentConfig(votes=votes, seed=seed))
+
+    async def one(pair):
+        ask = referee.asker(pair.prompt, [pair.chosen, pair.rejected], Usage())
+        return pair, await judge_pair(ask, pair, votes, seed)
+
+    async def pairs():
+        for pair in read_pairs(input_lines(source), fields):
+            yield pair
+
+    out = open(output, "w", encoding="utf-8") if output else None
+    try:
+        async for pair, pair_votes in ordered_map(pairs(), one, concurrency):
+            score = report.add(pair, pair_votes)
+            if out:
+                out.write(json.dumps({"id": pair.id, "subset": pair.subset, "score": score,
+                                      "votes": [v.to_json() for v in pair_votes]}, ensure_ascii=False) + "\n")
+                out.flush()
+    finally:
+        if out:
+            out.close()
+    return report
+
+
+def render_report(figures: dict[str, Any], judge_model: str, votes: int) -> None:
+    """`bon eval`'s report as a table on stdout."""
+    from rich.table import Table
+
+    from bon.show import make_console
+
+    def pct(value):
+        return "–" if value is None else f"{value:.1%}"
+
+    table = Table(title=f"pairwise accuracy of {judge_model} ({votes} votes per pair; split votes count half)")
+    for column in ("", "accuracy", "95% CI", "pairs"):
+        table.add_column(column, justify="left" if not column else "right")
+
+    def row(name, stats):
+        ci = stats.get("ci95")
+        table.add_row(name, pct(stats["accuracy"]), "–" if not ci else f"{ci[0]:.1%}–{ci[1]:.1%}",
+                      str(stats.get("n", stats.get("pairs"))))
+
+    row("all", {"accuracy": figures["accuracy"], "ci95": figures["ci95"], "n": figures["pairs"]})
+    for name, stats in figures["subsets"].items():
+        row(f"  {name}", stats)
+    console = make_console()
+    console.print(table)
+    console.print("accuracy by votes  " + "  ".join(f"{k}: {pct(a)}" for k, a in figures["accuracy_by_votes"].items()))
+    line = f"invalid votes {pct(figures['invalid_rate'])}  ·  first-position win rate {pct(figures['first_position_win_rate'])}"
+    if "longer_win_rate" in figures:
+        line += f"  ·  longer-answer win rate {pct(figures['longer_win_rate'])}"
+    console.print(f"{line}  ·  {figures['judge_samples']} judge samples")

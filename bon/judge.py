@@ -1,4 +1,4 @@
-"""The two model roles as the pipeline sees them: a Sampler (policy) and a Judge (RRM).
+"""The two model roles as the pipeline sees them: a Sampler (policy) and a Referee (runs the RRM-judged tournament).
 
 They turn records into engine requests and engine completions into candidates or votes.
 Prompt rendering goes through prompts.py, verdicts through verdict.py; the tournament
@@ -140,7 +140,7 @@ class Sampler:
         }
 
 
-class Judge:
+class Referee:
     """Runs a record's knockout tournament with the RRM as the judge of every match."""
 
     def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, tournament: TournamentConfig,
@@ -220,7 +220,7 @@ class Judge:
         return usage
 
 
-async def compare(judge: Judge, question: str, answers: list[str], on_vote=None, on_text=None):
+async def compare(judge: "Referee", question: str, answers: list[str], on_vote=None, on_text=None):
     """One match between two answers, for a person watching: votes run one at a time and,
     where the engine streams, their text arrives through `on_text` as it is generated.
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bon.engines.base import Engine, RecordError
-from bon.judge import Judge, Sampler, Usage
+from bon.judge import Referee, Sampler, Usage
 from bon.records import Record, RecordWriter, output_record
 from bon.show import Summary
 
@@ -91,10 +91,16 @@ async def iterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
 
 
 class LazyEngine:
-    """Loads its engine on first use, so a run that needs no policy never loads one."""
+    """Loads its engine on first use, so a run that needs no policy never loads one.
 
-    def __init__(self, factory: Callable[[], Awaitable[Engine]]):
+    `release` (optional) frees the engine when the pipeline is done with it — a policy
+    engine before the judge loads; without it the engine's owner closes it.
+    """
+
+    def __init__(self, factory: Callable[[], Awaitable[Engine]],
+                 release: Callable[[], Awaitable[None]] | None = None):
         self._factory = factory
+        self._release = release
         self._engine: Engine | None = None
         self._lock = asyncio.Lock()
 
@@ -105,9 +111,9 @@ class LazyEngine:
             return self._engine
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.close()
-            self._engine = None
+        if self._engine is not None and self._release is not None:
+            await self._release()
+        self._engine = None
 
 
 @dataclass
@@ -149,10 +155,10 @@ class RunStats:
 class Pipeline:
     """What a command asks for: sample (if a sampler is given) and/or judge (if a judge is)."""
 
-    writer: RecordWriter
+    writer: RecordWriter | None
     concurrency: int
     make_sampler: Callable[[Engine], Sampler] | None = None
-    make_judge: Callable[[Engine], Judge] | None = None
+    make_judge: Callable[[Engine], Referee] | None = None
     policy: LazyEngine | None = None
     judge: LazyEngine | None = None
     phased: bool = False  # sample everything, close the policy engine, then judge
@@ -194,14 +200,23 @@ class Pipeline:
         if self._stop is not None:
             self._stop.set()
 
-    def _emit(self, record: Record) -> None:
+    def _emit(self, record: Record) -> dict:
         out = output_record(record)
-        self.writer.write(out)
+        if self.writer is not None:
+            self.writer.write(out)
         self.stats.judged.add(out)
         if self.progress:
             self.progress(record)
+        return out
 
     async def run(self, records: Iterable[Record] | AsyncIterable[Record]) -> RunStats:
+        """Every record through, nothing yielded (writing is the writer's): the run's stats."""
+        async for _ in self.stream(records):
+            pass
+        return self.stats
+
+    async def stream(self, records: Iterable[Record] | AsyncIterable[Record]) -> AsyncIterator[dict]:
+        """The output records in input order, each written (when there is a writer) before it is yielded."""
         self._stop = asyncio.Event()
         if self.stats.interrupted:
             self._stop.set()
@@ -216,7 +231,7 @@ class Pipeline:
                     self.stats.sampled, self.policy = 0, self.replay_policy
                     async for record in ordered_map(iterate(self.replay()), self._sample_and_judge,
                                                     self.concurrency, stop):
-                        self._emit(record)
+                        yield self._emit(record)
             elif self.phased and self.make_sampler and self.make_judge:
                 sampled: list[Record] = []
                 failed: Exception | None = None
@@ -229,16 +244,16 @@ class Pipeline:
                     await self.policy.close()  # free its memory before the judge loads
                 if not stop.is_set():  # interrupted while sampling: the sidecar keeps the candidates
                     async for record in ordered_map(iterate(sampled), self._judge, self.concurrency, stop):
-                        self._emit(record)
+                        yield self._emit(record)
                 if failed is not None:
                     raise failed
             else:
                 # One window for both steps: at most `concurrency` records in flight in all.
                 async for record in ordered_map(iterate(records), self._sample_and_judge, self.concurrency, stop):
-                    self._emit(record)
+                    yield self._emit(record)
         finally:
             for engine in (self.policy, self.judge):
                 if engine:
                     await engine.close()
-            self.writer.close()
-        return self.stats
+            if self.writer is not None:
+                self.writer.close()

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
+
+from bon.errors import UsageError
 
 ROLES = ("system", "user", "assistant")
 
@@ -207,3 +210,19 @@ class RecordWriter:
 def _dumps(obj: Any) -> str:
     # Non-ASCII stays readable in the file; json escapes control characters either way.
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def input_lines(path: str) -> Iterator[bytes]:
+    """The raw lines of a JSONL file, or of stdin for `-`."""
+    if path == "-":
+        yield from sys.stdin.buffer
+        return
+    try:
+        with open(path, "rb") as handle:
+            yield from handle
+    except FileNotFoundError:
+        raise UsageError(f"input file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"input is a directory: {path}") from None
+    except PermissionError:
+        raise UsageError(f"input file not readable: {path}") from None

@@ -5,23 +5,28 @@ from pathlib import Path
 
 import pytest
 
-import bon.engines
+from bon.config import HFOptions
+from bon.engines import Backend, register_backend
 from bon.engines.scripted import ScriptedEngine
 
 SMOLLM2 = Path(os.environ.get("BON_CACHE", Path.home() / ".cache" / "bon")) / "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture
-def scripted(monkeypatch):
-    """Every engine the CLI creates is this scripted one (prefers the longer answer)."""
+def scripted():
+    """A backend named `scripted` whose every engine is this one (it prefers the longer answer).
+
+    It registers like any backend and counts as local (two local roles take turns), so the
+    CLI and the library run exactly their real code paths around it.
+    """
     engine = ScriptedEngine()
     created = []
 
-    async def create_engine(config):
+    async def load(config):
         created.append(config)
         return engine
 
-    monkeypatch.setattr(bon.engines, "create_engine", create_engine)
+    register_backend(Backend("scripted", HFOptions, load, local=True))
     engine.created = created
     return engine
 

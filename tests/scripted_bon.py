@@ -1,4 +1,5 @@
-"""`python tests/scripted_bon.py ARGS…` runs the bon CLI with every engine scripted.
+"""`python tests/scripted_bon.py ARGS…` runs the bon CLI on a registered `scripted` backend
+(the default for model commands that name no backend).
 
 For tests that need a real process (signals, SIGKILL, resume) but a deterministic judge.
 BON_TEST_LATENCY: seconds per request; BON_TEST_LOG: file that gets one line per request
@@ -12,8 +13,9 @@ import json
 import os
 import sys
 
-import bon.engines
 from bon.checkpoint import request_key
+from bon.config import HFOptions, ServerOptions
+from bon.engines import Backend, register_backend
 from bon.engines.base import RecordError
 from bon.engines.scripted import ScriptedEngine
 
@@ -47,10 +49,14 @@ async def create_engine(config):
     return TestEngine(latency=(lambda request: latency) if latency else None, keep_requests=False)
 
 
-bon.engines.create_engine = create_engine
+register_backend(Backend("scripted", HFOptions, create_engine, local=True))
+# The same judge behind server options (--base-url …), for tests of what a run records about servers.
+register_backend(Backend("scripted-server", ServerOptions, create_engine, local=False))
 
 if __name__ == "__main__":
     from bon.cli import app
 
     sys.argv[0] = "bon"
+    if sys.argv[1:2] and sys.argv[1] in ("run", "sample", "select", "compare", "eval") and "--backend" not in sys.argv:
+        sys.argv += ["--backend", "scripted"]
     app()

@@ -15,7 +15,7 @@ from conftest import read_jsonl, wait_until, write_jsonl
 
 HELPER = [sys.executable, str(Path(__file__).parent / "scripted_bon.py")]
 QUERIES = [{"id": f"q{i:02d}", "query": f"question number {i}"} for i in range(24)]
-RUN = ["run", "--policy", "p", "--judge", "j", "--backend", "hf", "-n", "4", "--votes", "3", "--concurrency", "3"]
+RUN = ["run", "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "4", "--votes", "3", "--concurrency", "3"]
 
 
 def bon(*args, env=None, **kwargs):
@@ -239,7 +239,7 @@ def test_manifest_records_the_run_and_no_secret(tmp_path, queries):
     for text in (json.dumps(manifest), out.read_text(), result.stderr, result.stdout):
         assert secret not in text
     creds = bon(*RUN, queries, "-o", tmp_path / "o2.jsonl", "--judge-base-url", "http://user:hunter2@127.0.0.1:9/v1",
-                "--judge-backend", "hf", "-q")
+                "--judge-backend", "scripted-server", "-q")
     assert creds.returncode == 0
     assert "hunter2" not in (tmp_path / "o2.jsonl.manifest.json").read_text()
 

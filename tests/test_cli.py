@@ -16,8 +16,16 @@ runner = CliRunner()
 QUERIES = [{"id": f"q{i}", "query": f"question {i}", "topic": "kept"} for i in range(5)]
 
 
+MODEL_COMMANDS = ("run", "sample", "select", "compare", "eval")
+
+
 def invoke(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
+    """The CLI as a user runs it; commands that load a model get the scripted backend unless a
+    test names another."""
+    args = [str(a) for a in args]
+    if args and args[0] in MODEL_COMMANDS and "--backend" not in args:
+        args += ["--backend", "scripted"]
+    return runner.invoke(app, args, input=input)
 
 
 def test_run_samples_then_the_longest_candidate_wins(tmp_path, scripted):
@@ -188,10 +196,10 @@ def test_engine_failure_is_one_line_exit_1_and_debug_shows_the_traceback(tmp_pat
 
 def test_policy_and_judge_on_one_model_share_one_engine(tmp_path, scripted):
     src = write_jsonl(tmp_path / "q.jsonl", QUERIES[:2])
-    result = invoke("run", src, "--policy", "m", "--judge", "m", "--backend", "hf", "-n", 2, "-q")
+    result = invoke("run", src, "--policy", "m", "--judge", "m", "-n", 2, "-q")
     assert result.exit_code == 0
     assert len(scripted.created) == 1
-    result = invoke("run", src, "--policy", "p", "--judge", "j", "--backend", "hf", "-n", 2, "-q")
+    result = invoke("run", src, "--policy", "p", "--judge", "j", "-n", 2, "-q")
     assert [c.model for c in scripted.created[1:]] == ["p", "j"]  # phased: policy first
 
 

@@ -22,7 +22,7 @@ PAIRS = [
 def test_eval_accuracy_matches_hand_computed_values(tmp_path, scripted):
     src = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     out = tmp_path / "judged.jsonl"
-    result = runner.invoke(app, ["eval", str(src), "--votes", "2", "--json", "-o", str(out), "--backend", "hf"])
+    result = runner.invoke(app, ["eval", str(src), "--votes", "2", "--json", "-o", str(out), "--backend", "scripted"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     # The scripted judge prefers the longer answer, and the one shown first on equal lengths:
@@ -39,14 +39,14 @@ def test_eval_field_mapping_and_table(tmp_path, scripted):
     rows = [{"question": p["prompt"], "good": p["chosen"], "bad": p["rejected"]} for p in PAIRS]
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
     result = runner.invoke(app, ["eval", str(src), "--prompt-field", "question", "--chosen-field", "good",
-                                 "--rejected-field", "bad", "--votes", "3", "--backend", "hf"])
+                                 "--rejected-field", "bad", "--votes", "3", "--backend", "scripted"])
     assert result.exit_code == 0, result.output
     assert "pairwise accuracy" in result.stdout and "accuracy by votes" in result.stdout
 
 
 def test_eval_bad_line_is_one_line_exit_2(tmp_path, scripted):
     src = write_jsonl(tmp_path / "pairs.jsonl", [PAIRS[0], {"prompt": "p", "chosen": "x"}])
-    result = runner.invoke(app, ["eval", str(src), "--backend", "hf"])
+    result = runner.invoke(app, ["eval", str(src), "--backend", "scripted"])
     assert result.exit_code == 2 and "line 2: `rejected` must be a non-empty string" in result.stderr
     assert scripted.requests == []
 
@@ -60,7 +60,7 @@ def test_eval_with_a_judge_of_known_accuracy_lands_in_the_binomial_interval(tmp_
     scripted.decide = right_80_percent
     rows = [{"prompt": f"p{i}", "chosen": "a clearly longer answer " * 2, "rejected": "short"} for i in range(400)]
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    result = runner.invoke(app, ["eval", str(src), "--votes", "1", "--json", "--backend", "hf"])
+    result = runner.invoke(app, ["eval", str(src), "--votes", "1", "--json", "--backend", "scripted"])
     accuracy = json.loads(result.stdout)["accuracy"]
     assert abs(accuracy - 0.8) < 3 * (0.8 * 0.2 / 400) ** 0.5  # within 3 sigma of p = 0.8
 

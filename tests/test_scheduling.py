@@ -8,7 +8,7 @@ import asyncio
 
 from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.scripted import ScriptedEngine, split_judge_prompt
-from bon.judge import Judge
+from bon.judge import Referee
 from bon.pipeline import LazyEngine, Pipeline
 from bon.prompts import judge_template
 from bon.records import FieldNames, RecordWriter, read_records
@@ -43,7 +43,7 @@ def run_pipeline(engine, rows, concurrency=8, votes=1, in_flight=None):
     lines = [json.dumps(r) for r in rows]
     records = list(read_records(lines, FieldNames()))
     lazy = LazyEngine(lambda: _ready(engine))
-    judge = lambda e: Judge(e, judge_template(), SamplingConfig(0.6, 1.0, 64), TournamentConfig(votes=votes))  # noqa: E731
+    judge = lambda e: Referee(e, judge_template(), SamplingConfig(0.6, 1.0, 64), TournamentConfig(votes=votes))  # noqa: E731
     out = io.StringIO()
     pipeline = Pipeline(writer=RecordWriter(out), concurrency=concurrency, make_judge=judge, judge=lazy)
     if in_flight is not None:

@@ -135,20 +135,20 @@ def test_early_stop_gives_the_same_winner_as_full_voting_when_decided():
 def test_cli_elo_adds_ranking_and_scores(tmp_path, scripted):
     rows = [{"query": "q", "candidates": ["a", "bbb", "bb", "bbbbb", "bbbb"]}]
     src = write_jsonl(tmp_path / "q.jsonl", rows)
-    result = runner.invoke(app, ["select", str(src), "--strategy", "elo", "--votes", "2", "-q"])
+    result = runner.invoke(app, ["select", str(src), "--strategy", "elo", "--votes", "2", "-q", "--backend", "scripted"])
     assert result.exit_code == 0, result.output
     (record,) = read_jsonl(result.stdout)
     assert record["ranking"] == [3, 4, 1, 2, 0]  # longest first: the scripted judge's taste
     assert record["best_index"] == 3 and len(record["scores"]) == 5
     assert record["tournament"]["strategy"] == "elo" and len(record["tournament"]["rounds"][0]) == 10
-    pairs = runner.invoke(app, ["select", str(src), "--strategy", "elo", "--max-pairs", "5", "-q"])
+    pairs = runner.invoke(app, ["select", str(src), "--strategy", "elo", "--max-pairs", "5", "-q", "--backend", "scripted"])
     assert len(read_jsonl(pairs.stdout)[0]["tournament"]["rounds"][0]) == 5
 
 
 def test_cli_early_stop_counts_saved_votes(tmp_path, scripted):
     rows = [{"query": "q", "candidates": ["a", "bbb", "bb", "bbbbb"]}]
     src = write_jsonl(tmp_path / "q.jsonl", rows)
-    result = runner.invoke(app, ["select", str(src), "--votes", "5", "--early-stop", "-q"])
+    result = runner.invoke(app, ["select", str(src), "--votes", "5", "--early-stop", "-q", "--backend", "scripted"])
     (record,) = read_jsonl(result.stdout)
     assert record["usage"]["judge_samples"] == 9 and record["usage"]["votes_saved"] == 6  # 3 matches x 3
 

@@ -14,9 +14,6 @@ from bon.config import EngineConfig
 from bon.engines.base import BackendUnavailable, Completion, EngineError, Generation, GenerationRequest, chat_prompt_ids
 from bon.tournament.seeds import derive_seed
 
-MAX_BATCH_ROWS = 16
-
-
 @dataclass
 class _Pending:
     request: GenerationRequest
@@ -27,7 +24,7 @@ class HFEngine:
     def __init__(self, config: EngineConfig, tokenizer, model, device: str):
         self.name = f"hf:{config.model}"
         self.tokenizer, self.model, self.device = tokenizer, model, device
-        self.max_batch_rows = int(config.extra.get("max_batch_rows", MAX_BATCH_ROWS))
+        self.max_batch_rows = config.options.max_batch_rows
         self._pending: list[_Pending] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -42,13 +39,11 @@ class HFEngine:
 
     @classmethod
     def _load(cls, config: EngineConfig) -> "HFEngine":
-        import os
-
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        if os.environ.get("BON_QUIET"):
+        if config.quiet:
             hf_logging.disable_progress_bar()
 
         device = "cuda" if torch.cuda.is_available() else "cpu"

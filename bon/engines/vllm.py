@@ -50,10 +50,10 @@ class VLLMEngine:
             from vllm.v1.engine.async_llm import AsyncLLM
 
             on_cpu = current_platform.is_cpu()
-            args = {"model": config.model, "seed": config.seed, "enable_prefix_caching": True}
+            args = {"model": config.model, "seed": config.seed}
             if on_cpu:
                 args |= CPU_DEFAULTS
-            args |= config.extra.get("engine_args", {})
+            args |= config.options.to_engine_args()
             try:
                 llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
             except Exception as exc:

@@ -1,0 +1,332 @@
+"""What a run is: records in, candidates sampled, tournaments judged, records out.
+
+`Run` is the one implementation behind `bon.run` / `bon.arun` and the `run`, `sample` and
+`select` commands. It validates the input before any model loads, owns the output file,
+its sidecar of finished model work and its manifest (resume), and raises plain errors
+for its caller to report. It never prints: progress goes to the hooks it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from bon import config as defaults
+from bon.checkpoint import (CachedEngine, Manifest, ReplayEngine, Sidecar, manifest_path, open_output, safe_url,
+                            sidecar_path)
+from bon.config import ServerOptions, TournamentConfig
+from bon.errors import UsageError
+from bon.judge import Sampler
+from bon.pipeline import LazyEngine, Pipeline, RunStats
+from bon.records import FieldNames, InputError, Record, RecordWriter, input_lines, parse_record, read_records
+from bon.roles import Judge, Policy, Role, run_sync, tournament_config
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run reads, schedules and writes (the tournament's settings are TournamentConfig's)."""
+
+    n: int = defaults.DEFAULT_N  # candidates per query
+    seed: int = 0  # bracket order, coins and sampling
+    concurrency: int = defaults.DEFAULT_CONCURRENCY  # records in flight at once
+    query_field: str = "query"
+    candidates_field: str = "candidates"
+    output: Path | None = None  # write here (with a sidecar and a manifest) instead of only yielding
+    resume: bool = False  # continue `output`: skip its records, reuse its sidecar's work
+    overwrite: bool = False  # start `output` over
+    on_bad_line: str = "fail"  # or "skip": report bad input lines to `bad_line` and go on
+    shard: tuple[int, int] | None = None  # (I, N): a deterministic 1/N of the records, by id
+
+
+def in_shard(record_id, shard: tuple[int, int] | None) -> bool:
+    """A deterministic 1/N of the records, by id: the same split on every machine."""
+    from bon.tournament import derive_seed
+
+    return shard is None or derive_seed("shard", record_id) % shard[1] == shard[0]
+
+
+def _rows(items: Iterable[Any], fields_: FieldNames) -> Iterator[Record]:
+    """Records from input dicts (the library's form); ids default to the position."""
+    seen: set = set()
+    for position, item in enumerate(items):
+        if isinstance(item, Record):
+            record = item
+        else:
+            record = parse_record(item, position + 1, position, fields_)
+        if record.id in seen:
+            raise InputError(position + 1, f"duplicate id {record.id!r}")
+        seen.add(record.id)
+        yield record
+
+
+class Run:
+    """One run over `records`: a JSONL path (`-` for stdin) or an iterable of input dicts.
+
+    `policy` alone samples, `judge` alone selects (records must carry candidates), both do
+    both. Iterate it (`async for out in run`) for the output records in input order.
+    """
+
+    def __init__(self, records: str | Path | Iterable[dict[str, Any]], *, policy: Policy | None = None,
+                 judge: Judge | None = None, config: RunConfig = RunConfig(),
+                 tournament: TournamentConfig | None = None,
+                 bad_line: Callable[[InputError, str], None] | None = None, progress: Any = None,
+                 command: list[str] | None = None):
+        if policy is None and judge is None:
+            raise UsageError("a run needs a policy (to sample), a judge (to select) or both")
+        if (config.resume or config.overwrite) and config.output is None:
+            raise UsageError("--resume and --overwrite need -o OUTPUT")
+        if config.on_bad_line not in ("fail", "skip"):
+            raise UsageError(f"on_bad_line must be fail or skip, got {config.on_bad_line!r}")
+        self.source = str(records) if isinstance(records, (str, Path)) else None
+        self._items = None if self.source is not None else records
+        self.policy, self.judge, self.config = policy, judge, config
+        self.tournament = tournament or TournamentConfig(seed=config.seed)
+        self.fields = FieldNames(query=config.query_field, candidates=config.candidates_field)
+        self.bad_line = bad_line if config.on_bad_line == "skip" else None
+        self.progress = progress
+        self.command = command
+        self.done: set = set()
+        self.total: int | None = None
+        self.status = "failed"
+        self.torn_line_dropped = False
+        self._sidecar: Sidecar | None = None
+        self._manifest: Manifest | None = None
+        self._stream: IO[str] | None = None
+        self.pipeline: Pipeline | None = None
+
+    # ---- before any model loads ----
+
+    def records(self, report_bad=None, skip_done: bool = True) -> Iterator[Record]:
+        """The records to process: valid, in this shard, not already in OUTPUT."""
+        if self.source is not None:
+            source = read_records(input_lines(self.source), self.fields, report_bad)
+        else:
+            source = _rows(self._items, self.fields)
+        for record in source:
+            if self.judge is not None and self.policy is None and record.candidates is None:
+                error = InputError(record.line, f"missing `{self.fields.candidates}` (bon select judges existing "
+                                                "candidates; bon run samples them)")
+                if report_bad is None:
+                    raise error
+                report_bad(error, "")
+                continue
+            if (skip_done and record.id in self.done) or not in_shard(record.id, self.config.shard):
+                continue
+            yield record
+
+    def _quiet_bad(self):
+        return (lambda error, text: None) if self.bad_line else None
+
+    def check(self) -> int | None:
+        """Validate a file's every line (a bad one costs no model work); the count to process."""
+        if self.source is not None and self.source != "-":
+            self.total = sum(1 for _ in self.records(self._quiet_bad()))
+        return self.total
+
+    def settings(self) -> dict[str, Any]:
+        """What makes finished work reusable on resume (the sidecar checks it), in the keys
+        earlier versions wrote, so their sidecars still resume."""
+        out: dict[str, Any] = {"seed": self.config.seed, "query_field": self.config.query_field,
+                               "candidates_field": self.config.candidates_field}
+        if self.policy is not None:
+            p = self.policy
+            out["policy"] = {"policy": p.config.model, "n": self.config.n, **_decoding(p.sampling),
+                             "system": p.system, "engine_args": _engine_args_text(p)}
+            out["policy_template"] = _template_hash(p.template)
+        if self.judge is not None:
+            j, t = self.judge, self.tournament
+            out["judge"] = {"judge": j.config.model, "votes": t.votes, "max_votes": t.max_votes,
+                            "strategy": t.strategy, "max_pairs": t.max_pairs, "early_stop": t.early_stop,
+                            **_decoding(j.sampling), "engine_args": _engine_args_text(j)}
+            if t.group_by_answer:
+                out["judge"]["group_by_answer"] = t.group_by_answer
+            out["judge_template"] = _template_hash(j.template)
+        return out
+
+    def open(self) -> None:
+        """Open OUTPUT, its sidecar and manifest (or nothing, without an output)."""
+        if self.config.output is None:
+            return
+        output = Path(self.config.output)
+        self._stream, self.done, self.torn_line_dropped = open_output(output, self.config.resume,
+                                                                      self.config.overwrite)
+        settings = self.settings()
+        self._sidecar = Sidecar(sidecar_path(output), settings, self.config.resume)
+        self._manifest = Manifest(manifest_path(output), {
+            "command": self.command,
+            "input": self.source if self.source in (None, "-") else str(Path(self.source).resolve()),
+            "output": str(output.resolve()),
+            "shard": None if self.config.shard is None else "/".join(map(str, self.config.shard)),
+            "policy": _manifest_role(self.policy),
+            "judge": _manifest_role(self.judge),
+            "api_key_env": _api_key_env(self.policy) or _api_key_env(self.judge) or ServerOptions.api_key_env,
+            "settings": settings,
+        })
+
+    # ---- the run ----
+
+    def _lazy(self, role: Role, name: str, release: bool) -> LazyEngine:
+        sidecar = self._sidecar
+
+        async def make():
+            engine = await role.engine()
+            return CachedEngine(engine, sidecar, name) if sidecar else engine
+
+        return LazyEngine(make, role.aclose if release else None)
+
+    def _build(self) -> Pipeline:
+        policy, judge, config = self.policy, self.judge, self.config
+        shared = policy is not None and judge is not None and policy.config == judge.config
+        phased = bool(policy and judge and not shared and policy.local and judge.local)
+        policy_engine = self._lazy(policy, "policy", release=phased) if policy else None
+        judge_engine = policy_engine if shared else (self._lazy(judge, "judge", False) if judge else None)
+        progress = self.progress
+        make_sampler = make_referee = None
+        if policy is not None:
+            make_sampler = lambda engine: Sampler(engine, policy.template, policy.sampling, config.n,  # noqa: E731
+                                                  config.seed, policy.system)
+        if judge is not None:
+            on_generation = getattr(progress, "on_generation", None)
+            on_match = getattr(progress, "on_match", None)
+            make_referee = lambda engine: judge.referee(engine, self.tournament, on_generation, on_match)  # noqa: E731
+        pipeline = Pipeline(
+            writer=RecordWriter(self._stream) if self._stream else None, concurrency=config.concurrency,
+            make_sampler=make_sampler, make_judge=make_referee, policy=policy_engine, judge=judge_engine,
+            phased=phased, progress=getattr(progress, "on_record", None),
+        )
+        pipeline.stats.resumed = len(self.done)
+        if phased and self._sidecar and self.source not in (None, "-"):
+            sidecar, name = self._sidecar, f"{policy.config.backend}:{policy.config.model}"
+            pipeline.replay = lambda: self.records(self._quiet_bad())
+
+            async def replay_engine():
+                return ReplayEngine(sidecar, "policy", name)
+
+            pipeline.replay_policy = LazyEngine(replay_engine)
+        return pipeline
+
+    async def stream(self) -> AsyncIterator[dict[str, Any]]:
+        """The output records in input order, each written to OUTPUT first when there is one."""
+        self.pipeline = pipeline = self._build()
+        records = self.records(self.bad_line)
+        source = _threaded(records) if self.source == "-" else records
+        async for out in pipeline.stream(source):
+            yield out
+        self.status = "interrupted" if pipeline.stats.interrupted else "complete"
+
+    def request_stop(self) -> None:
+        """Start nothing new; what is finished in order is still written (signal handlers)."""
+        if self.pipeline is not None:
+            self.pipeline.request_stop()
+
+    @property
+    def stats(self) -> RunStats:
+        return self.pipeline.stats if self.pipeline else RunStats(resumed=len(self.done))
+
+    def close(self, bad_lines_skipped: int = 0) -> None:
+        """Close the files: the sidecar goes when the run completed; the manifest says how it ended."""
+        stats = self.stats
+        stats.skipped = bad_lines_skipped
+        if self._sidecar:
+            self._sidecar.close(remove=self.status == "complete")
+        if self._manifest:
+            self._manifest.finish(self.status, {
+                "records_written": stats.records, "already_done": stats.resumed, "sampled": stats.sampled,
+                "records_with_errors": stats.errors, "bad_lines_skipped": stats.skipped,
+                "usage": stats.usage.to_json()})
+        if self._stream:
+            self._stream.close()
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        """check, open, stream, close: the whole run for library callers."""
+        self.check()
+        self.open()
+        try:
+            async for out in self.stream():
+                yield out
+        finally:
+            self.close()
+
+
+async def _threaded(iterator: Iterator):
+    """Pull a blocking iterator (stdin) from a thread so engines keep working meanwhile."""
+    end = object()
+    while (item := await asyncio.to_thread(next, iterator, end)) is not end:
+        yield item
+
+
+def _decoding(sampling) -> dict[str, Any]:
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
+
+
+def _template_hash(template) -> str:
+    return hashlib.sha256((template.system + "\0" + template.user).encode()).hexdigest()
+
+
+def _engine_args_text(role: Role) -> str | None:
+    """vLLM's free-form engine arguments as the sidecar has always recorded them (JSON text)."""
+    extra = dict(getattr(role.config.options, "engine_args", None) or {})
+    return json.dumps(extra) if extra else None
+
+
+def _manifest_role(role: Role | None) -> dict[str, Any] | None:
+    if role is None:
+        return None
+    urls = getattr(role.config.options, "base_url", ()) or ()
+    return {"backend": role.config.backend, "model": role.config.model, "base_urls": [safe_url(u) for u in urls]}
+
+
+def _api_key_env(role: Role | None) -> str | None:
+    return getattr(role.config.options, "api_key_env", None) if role else None
+
+
+# ---- the public functions ----
+
+RUN_KEYS = {f.name for f in fields(RunConfig)}
+TOURNAMENT_KEYS = {f.name for f in fields(TournamentConfig)} - {"seed"}
+
+
+def make_run(records, policy: Policy | None = None, judge: Judge | None = None, **settings: Any) -> Run:
+    unknown = set(settings) - RUN_KEYS - TOURNAMENT_KEYS
+    if unknown:
+        raise UsageError(f"unknown setting{'s' if len(unknown) > 1 else ''}: {', '.join(sorted(unknown))}")
+    if settings.get("output") is not None:
+        settings["output"] = Path(settings["output"])
+    config = RunConfig(**{k: v for k, v in settings.items() if k in RUN_KEYS})
+    tournament = tournament_config(seed=config.seed, **{k: v for k, v in settings.items() if k in TOURNAMENT_KEYS})
+    return Run(records, policy=policy, judge=judge, config=config, tournament=tournament)
+
+
+async def arun(records, policy: Policy | None = None, judge: Judge | None = None,
+               **settings: Any) -> AsyncIterator[dict[str, Any]]:
+    """Sample and/or select over `records`, yielding each output record in input order.
+
+    Settings are keywords with the CLI's defaults: n, seed, votes, max_votes, strategy,
+    max_pairs, early_stop, group_by_answer, concurrency, query_field, candidates_field,
+    output, resume, overwrite, on_bad_line, shard.
+    """
+    async for out in make_run(records, policy, judge, **settings):
+        yield out
+
+
+def run(records, policy: Policy | None = None, judge: Judge | None = None, **settings: Any) -> Iterator[dict[str, Any]]:
+    """The sync form of `arun` (works where an event loop already runs, e.g. Jupyter)."""
+    stream = arun(records, policy, judge, **settings).__aiter__()
+    end = object()
+
+    async def step():
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return end
+
+    try:
+        while (out := run_sync(step())) is not end:
+            yield out
+    finally:
+        run_sync(stream.aclose())

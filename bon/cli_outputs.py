@@ -1,0 +1,304 @@
+"""Commands that read bon's outputs and load no model: show, score, merge.
+
+Each is registered on the app by bon/cli.py; they share its error conventions (one line
+on stderr, exit 2 for bad usage or input).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import nullcontext
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bon.errors import UsageError
+from bon.records import input_lines
+from bon.show import WHERE_KINDS
+
+QueryField = Annotated[str, typer.Option(help="Input field holding the query (e.g. prompt, problem).")]
+CandidatesField = Annotated[str, typer.Option(help="Input field holding candidate responses (e.g. responses).")]
+Overwrite = Annotated[bool, typer.Option(help="Start OUTPUT over if it exists.")]
+
+WhereKind = Enum("WhereKind", {kind: kind for kind in WHERE_KINDS}, type=str)
+
+
+def open_run(file: str):
+    """A bon output file (or stdin for -) to read; exit 2 with one line if it cannot be opened."""
+    try:
+        return sys.stdin if file == "-" else open(file, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"bon: error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(2)
+
+
+def show(
+    file: Annotated[str, typer.Argument(help="A bon output file, or - for stdin.", show_default=False)],
+    id: Annotated[Optional[str], typer.Option("--id", help="Show the record with this id.", show_default=False)] = None,
+    index: Annotated[Optional[int], typer.Option(min=0, help="Show the record at this 0-based position.", show_default=False)] = None,
+    full: Annotated[bool, typer.Option(help="Show whole texts and reasoning, not their first and last lines.")] = False,
+    vote: Annotated[Optional[int], typer.Option(min=1, help="Show only vote N of the record (numbered in the tree), in full.", show_default=False)] = None,
+    where: Annotated[Optional[list[WhereKind]], typer.Option("--where", help="List the records where this happens (repeatable; a record matching any is listed): invalid votes, tiebreak matches, disagree (the two orders' majorities preferred different candidates), error, truncated votes, same_answer matches.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or the record, or the --where list as JSON lines) as JSON.")] = False,
+    pager: Annotated[bool, typer.Option(help="Open long output in a pager when stdout is a terminal.")] = True,
+) -> None:
+    """Read a run: a summary of the judge's behaviour, the records where something happened
+    (--where), or one record's bracket with every vote."""
+    from bon.show import Summary, load_records, make_console, print_long, render_record, render_summary, where_line, where_row
+
+    handle = open_run(file)
+    console = make_console()
+    os.environ.setdefault("LESS", "-R")  # the pager shows colours instead of escape codes
+    with handle:
+        records = load_records(handle)
+        if where and id is None and index is None:
+            kinds = [kind.value for kind in where]
+            for record in records:
+                row = where_row(record, kinds)
+                if row is not None:
+                    typer.echo(json.dumps(row, ensure_ascii=False) if as_json else where_line(row))
+            return
+        if id is None and index is None:
+            summary = Summary()
+            for record in records:
+                summary.add(record)
+            if as_json:
+                typer.echo(json.dumps(summary.to_json(), indent=2))
+            else:
+                console.print(render_summary(summary))
+            return
+        chosen = None
+        for position, record in enumerate(records):
+            if (id is not None and str(record.get("id")) == id) or position == index:
+                chosen = record
+                break
+    if chosen is None:
+        what = f"id {id!r}" if id is not None else f"index {index}"
+        typer.echo(f"bon: error: no record with {what} in {file}", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps(chosen, ensure_ascii=False, indent=2))
+        return
+    print_long(console, render_record(chosen, full=full, vote=vote), pager)
+
+
+
+class Check(str, Enum):
+    exact = "exact"
+    math = "math"
+
+
+def score(
+    file: Annotated[str, typer.Argument(help="A bon output file (with candidates and best), or -.", show_default=False)],
+    reference_field: Annotated[str, typer.Option(help="Field holding the reference answer.")] = "answer",
+    check: Annotated[Check, typer.Option(help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify.")] = Check.exact,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Best-of-N accuracy against references: bon's pick beside the oracle, the first candidate
+    and the majority vote over final answers."""
+    from bon.evaluate import Checker, ScoreReport
+    from bon.show import load_records, make_console
+
+    try:
+        checker = Checker(check.value)
+    except ImportError as exc:
+        typer.echo(f"bon: error: {exc}", err=True)
+        raise typer.Exit(2)
+    handle = open_run(file)
+    report = ScoreReport()
+    with handle:
+        for record in load_records(handle):
+            report.add(record, reference_field, checker)
+    figures = report.to_json()
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    if not figures["records"]:
+        typer.echo(f"bon: error: no record in {file} has candidates, best and `{reference_field}`", err=True)
+        raise typer.Exit(2)
+    console = make_console()
+    for label, key in (("bon's pick", "accuracy"), ("oracle (any candidate right)", "oracle"),
+                       ("first candidate", "first_candidate"), ("majority vote of answers", "majority_vote")):
+        console.print(f"{label:<30} {figures[key]:.1%}")
+    console.print(f"{figures['records']} records scored ({check.value})"
+                  + (f", {figures['skipped']} skipped (no reference or candidates)" if figures["skipped"] else ""))
+
+
+def merge(
+    files: Annotated[list[Path], typer.Argument(help="Shard outputs (from --shard I/N runs).", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The merged file.", show_default=False)],
+    input: Annotated[Optional[str], typer.Option("--input", help="The input the shards came from, for input order [default: from the shards' manifests].", show_default=False)] = None,
+    query_field: QueryField = "query",
+    candidates_field: CandidatesField = "candidates",
+    overwrite: Overwrite = False,
+) -> None:
+    """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any)."""
+    from bon.checkpoint import manifest_path
+    from bon.records import FieldNames, RecordWriter, read_records
+    from bon.show import load_records
+
+    try:
+        if output.exists() and not overwrite:
+            raise UsageError(f"{output} exists: add --overwrite to replace it")
+        manifests = []
+        for file in files:
+            try:
+                manifests.append(json.loads(manifest_path(file).read_text()))
+            except (OSError, ValueError):
+                pass
+        if input is None:
+            sources = {m["input"] for m in manifests if "input" in m}
+            if len(sources) != 1:
+                raise UsageError("cannot tell the input from the shards' manifests: pass --input INPUT")
+            input = sources.pop()
+        by_id: dict = {}
+        duplicates = []
+        for file in files:
+            try:
+                handle = open(file, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+            with handle:
+                for record in load_records(handle):
+                    key = json.dumps(record.get("id"))
+                    if key in by_id:
+                        duplicates.append(record.get("id"))
+                    by_id[key] = record
+        order = [r.id for r in read_records(input_lines(input), FieldNames(query_field, candidates_field))]
+    except Exception as exc:
+        from bon.cli import fail
+
+        fail(exc, False, source=input)
+    missing = [i for i in order if json.dumps(i) not in by_id]
+    with open(output, "w", encoding="utf-8") as out:
+        writer = RecordWriter(out)
+        for record_id in order:
+            record = by_id.get(json.dumps(record_id))
+            if record is not None:
+                writer.write(record)
+        writer.close()
+    typer.echo(f"bon: merged {len(order) - len(missing)} of {len(order)} records into {output}", err=True)
+    if missing:
+        typer.echo(f"bon: {len(missing)} missing ids: {', '.join(map(str, missing[:20]))}"
+                   + (" …" if len(missing) > 20 else ""), err=True)
+        from bon.shards import rerun_commands
+
+        for line in rerun_commands(missing, manifests):
+            typer.echo(line, err=True)
+    if duplicates:
+        typer.echo(f"bon: {len(duplicates)} duplicate ids (the last copy kept): "
+                   f"{', '.join(map(str, duplicates[:20]))}", err=True)
+    if missing or duplicates:
+        raise typer.Exit(1)
+
+
+from bon.status import status  # noqa: E402  (its own module: it reads manifests, not records)
+
+PairMode = Enum("PairMode", {mode: mode for mode in ("matches", "best-vs-rest", "best-vs-worst")}, type=str)
+
+
+def pairs(
+    file: Annotated[str, typer.Argument(help="A bon output file, or - for stdin.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the pairs here (JSONL) [default: stdout].", show_default=False)] = None,
+    mode: Annotated[PairMode, typer.Option(help="matches: one pair per judged match; best-vs-rest: the winner against every other candidate; best-vs-worst: against the first eliminated (knockout) or the lowest rated (elo).")] = PairMode.matches,
+    min_margin: Annotated[float, typer.Option(help="Drop pairs whose margin (the winner's share of valid votes, or the elo rating gap) is below this.")] = 0.0,
+    conversational: Annotated[bool, typer.Option(help="TRL's conversational format: the prompt as messages, chosen and rejected as one assistant message each (always so for `messages` input).")] = False,
+    query_field: QueryField = "query",
+    overwrite: Overwrite = False,
+) -> None:
+    """Preference pairs (prompt, chosen, rejected) from a run's judged matches, for DPO-style training."""
+    from bon.pairs import PairCounts, all_pairs
+    from bon.records import RecordWriter
+    from bon.show import load_records
+
+    if output is not None and output.exists() and not overwrite:
+        typer.echo(f"bon: error: {output} exists: add --overwrite to replace it", err=True)
+        raise typer.Exit(2)
+    handle = open_run(file)
+    counts = PairCounts()
+    with handle, (open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout)) as out:
+        writer = RecordWriter(out)
+        for pair in all_pairs(load_records(handle), mode.value, min_margin, conversational, query_field, counts):
+            writer.write(pair)
+    typer.echo(f"bon: {counts.line()}" + (f" -> {output}" if output else ""), err=True)
+
+
+class PlanStrategy(str, Enum):
+    knockout = "knockout"
+    elo = "elo"
+
+
+def plan(
+    input: Annotated[str, typer.Argument(help="JSONL input (as for run or select), or - for stdin.", show_default=False)],
+    n: Annotated[int, typer.Option("-n", "--n", min=2, help="Candidates per query, for records without their own.")] = 8,
+    votes: Annotated[int, typer.Option(min=1, help="Judgments per match.")] = 3,
+    strategy: Annotated[PlanStrategy, typer.Option(help="knockout: n-1 matches; elo: every pair (or --max-pairs).")] = PlanStrategy.knockout,
+    max_pairs: Annotated[Optional[int], typer.Option(min=1, help="elo: play only this many pairs.", show_default="all")] = None,
+    max_votes: Annotated[Optional[int], typer.Option(min=1, help="Vote budget per match.", show_default="2 × votes")] = None,
+    early_stop: Annotated[bool, typer.Option(help="Plan for early stopping (the fewest samples then need ⌈votes/2⌉ a match).")] = False,
+    seed: Annotated[int, typer.Option(help="The run's seed (it decides which identical candidates meet).")] = 0,
+    previous: Annotated[Optional[str], typer.Option("--from", help="A previous bon output: its judge tokens per sample give the total tokens.", show_default=False)] = None,
+    tokens_per_second: Annotated[Optional[float], typer.Option(min=0.001, help="The judge engine's generated tokens per second (with --from: hours).", show_default=False)] = None,
+    query_field: QueryField = "query",
+    candidates_field: CandidatesField = "candidates",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """What judging INPUT will take (matches, judge samples, tokens, hours); nothing is loaded or sent."""
+    from bon.config import TournamentConfig
+    from bon.plan import make_plan, measured_tokens_per_sample
+    from bon.records import FieldNames, read_records
+
+    try:
+        per_sample = None
+        if previous is not None:
+            with open(previous, encoding="utf-8") as handle:
+                per_sample = measured_tokens_per_sample(previous, handle)
+        tournament = TournamentConfig(votes=votes, max_votes=max_votes, seed=seed, early_stop=early_stop,
+                                      strategy=strategy.value, max_pairs=max_pairs)
+        records = read_records(input_lines(input), FieldNames(query_field, candidates_field))
+        result = make_plan(records, n, tournament, per_sample, tokens_per_second)
+    except OSError as exc:
+        typer.echo(f"bon: error: cannot read {exc.filename}: {exc.strerror}", err=True)
+        raise typer.Exit(2)
+    except Exception as exc:
+        from bon.cli import fail
+
+        fail(exc, False, source=input)
+    figures = result.to_json()
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    samples = figures["judge_samples"]
+    typer.echo(f"queries        {figures['queries']}")
+    typer.echo(f"candidates     {figures['candidates']}")
+    typer.echo(f"matches        {figures['matches']}")
+    typer.echo(f"judge samples  {samples['usual']} usual ({votes} a match), {samples['min']} min "
+               f"(every vote agrees), {samples['max']} max (the vote budget)")
+    if figures["judge_tokens"] is not None:
+        typer.echo(f"judge tokens   {figures['judge_tokens']} ({per_sample:.0f} a sample, measured in {previous})")
+    if figures["hours"] is not None:
+        typer.echo(f"hours          {figures['hours']:.2f} at {tokens_per_second:g} tokens/s")
+
+
+
+def browse(
+    file: Annotated[str, typer.Argument(help="A bon output file.", show_default=False)],
+) -> None:
+    """A terminal browser for a run: the records (/ to search, letters toggle the --where filters);
+    Enter opens one with its bracket and each vote's full reasoning; q or Escape goes back."""
+    try:
+        from bon.browse import BrowseApp
+    except ImportError as exc:
+        typer.echo(f"bon: error: {exc}", err=True)
+        raise typer.Exit(2)
+    if not os.path.isfile(file):
+        typer.echo(f"bon: error: cannot read {file}: not a file", err=True)
+        raise typer.Exit(2)
+    BrowseApp(file).run()
+
+
+COMMANDS = {"show": show, "score": score, "merge": merge, "status": status, "pairs": pairs, "plan": plan, "browse": browse}
