@@ -23,8 +23,9 @@ from bon.config import ServerOptions, TournamentConfig
 from bon.errors import UsageError
 from bon.judge import Sampler
 from bon.pipeline import LazyEngine, Pipeline, RunStats
-from bon.records import FieldNames, InputError, Record, RecordWriter, input_lines, parse_record, read_records
+from bon.records import FieldNames, InputError, Record, RecordWriter, parse_record, read_records
 from bon.roles import Judge, Policy, Role, run_sync, tournament_config
+from bon.sources import input_rows
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class RunConfig:
     overwrite: bool = False  # start `output` over
     on_bad_line: str = "fail"  # or "skip": report bad input lines to `bad_line` and go on
     shard: tuple[int, int] | None = None  # (I, N): a deterministic 1/N of the records, by id
+    split: str | None = None  # of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk folder)
+    config: str | None = None  # the dataset's configuration (hf:ORG/NAME)
 
 
 def in_shard(record_id, shard: tuple[int, int] | None) -> bool:
@@ -51,7 +54,8 @@ def in_shard(record_id, shard: tuple[int, int] | None) -> bool:
 
 
 def _rows(items: Iterable[Any], fields_: FieldNames) -> Iterator[Record]:
-    """Records from input dicts (the library's form); ids default to the position."""
+    """Records from input dicts (the library's form); ids default to the position.
+    Output keeps an input's fields and order, as it does for JSONL lines."""
     seen: set = set()
     for position, item in enumerate(items):
         if isinstance(item, Record):
@@ -65,7 +69,8 @@ def _rows(items: Iterable[Any], fields_: FieldNames) -> Iterator[Record]:
 
 
 class Run:
-    """One run over `records`: a JSONL path (`-` for stdin) or an iterable of input dicts.
+    """One run over `records`: a path (JSONL, `-` for stdin, Parquet, a saved Hugging Face
+    dataset folder, `hf:ORG/NAME`) or an iterable of input dicts.
 
     `policy` alone samples, `judge` alone selects (records must carry candidates), both do
     both. Iterate it (`async for out in run`) for the output records in input order.
@@ -104,7 +109,8 @@ class Run:
     def records(self, report_bad=None, skip_done: bool = True) -> Iterator[Record]:
         """The records to process: valid, in this shard, not already in OUTPUT."""
         if self.source is not None:
-            source = read_records(input_lines(self.source), self.fields, report_bad)
+            rows = input_rows(self.source, self.config.split, self.config.config)
+            source = read_records(rows, self.fields, report_bad)
         else:
             source = _rows(self._items, self.fields)
         for record in source:

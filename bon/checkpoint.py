@@ -28,13 +28,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bon import __version__
 from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest, RecordError
+from bon.errors import BonError
 
 SIDECAR_SUFFIX = ".bon-cache.jsonl"
 MANIFEST_SUFFIX = ".manifest.json"
 ENGINE_LOG_SUFFIX = ".engine.log"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BonError, ValueError):
     """A usage problem with OUTPUT, the sidecar or resuming (one line, exit 2)."""
 
 

@@ -60,11 +60,13 @@ def opt(help: str, panel: str, *names: str, default: str | bool = True, **kw) ->
 
 
 # ---- options (names are a contract: users script them) ----
-Input = Annotated[str, typer.Argument(help="JSONL input file, or - for stdin.", show_default=False)]
+Input = Annotated[str, typer.Argument(help="JSONL file (- for stdin), Parquet file, saved Hugging Face dataset folder, or hf:ORG/NAME.", show_default=False)]
 Output = Annotated[Optional[Path], opt("Write records here (with a sidecar and a manifest) instead of stdout.", IO_, "-o", "--output", default=False)]
 QueryField = Annotated[str, opt("Input field holding the query (e.g. prompt, problem).", IO_)]
 CandidatesField = Annotated[str, opt("Input field holding candidate responses (e.g. responses).", IO_)]
 OnBadLineOpt = Annotated[OnBadLine, opt("fail: stop at a bad input line (exit 2, nothing run); skip: report it and go on.", IO_)]
+Split = Annotated[Optional[str], opt("Which split of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk folder).", IO_, default="the only one")]
+DatasetConfig = Annotated[Optional[str], opt("The dataset configuration (hf:ORG/NAME inputs).", IO_, "--config", default="the default")]
 Rejects = Annotated[Optional[Path], opt("With --on-bad-line skip: write rejected lines with their reasons here.", IO_, default=False)]
 Seed = Annotated[int, opt("Seed for bracket order, coins and sampling; same seed, same brackets.", TOURNAMENT)]
 
@@ -151,7 +153,7 @@ def run(
     no_prefix_caching: NoPrefixCaching = False,
     policy_engine_args: PolicyEngineArgs = None, judge_engine_args: JudgeEngineArgs = None,
     query_field: QueryField = "query", candidates_field: CandidatesField = "candidates",
-    on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
+    split: Split = None, config: DatasetConfig = None, on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY, resume: Resume = False, overwrite: Overwrite = False,
     shard: Shard = None, quiet: Quiet = False, debug: Debug = False,
 ) -> None:
@@ -176,7 +178,7 @@ def sample(
     quantization: Quantization = None, enforce_eager: EnforceEager = ENGINE.enforce_eager,
     no_prefix_caching: NoPrefixCaching = False, policy_engine_args: PolicyEngineArgs = None,
     query_field: QueryField = "query", candidates_field: CandidatesField = "candidates",
-    on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
+    split: Split = None, config: DatasetConfig = None, on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY, resume: Resume = False, overwrite: Overwrite = False,
     shard: Shard = None, quiet: Quiet = False, debug: Debug = False,
 ) -> None:
@@ -200,7 +202,7 @@ def select(
     quantization: Quantization = None, enforce_eager: EnforceEager = ENGINE.enforce_eager,
     no_prefix_caching: NoPrefixCaching = False, judge_engine_args: JudgeEngineArgs = None,
     query_field: QueryField = "query", candidates_field: CandidatesField = "candidates",
-    on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
+    split: Split = None, config: DatasetConfig = None, on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY, resume: Resume = False, overwrite: Overwrite = False,
     shard: Shard = None, quiet: Quiet = False, debug: Debug = False,
 ) -> None:
@@ -454,7 +456,8 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
                        concurrency=params["concurrency"], query_field=params["query_field"],
                        candidates_field=params["candidates_field"], output=params["output"],
                        resume=params["resume"], overwrite=params["overwrite"],
-                       on_bad_line=params["on_bad_line"].value, shard=parse_shard(params["shard"]))
+                       on_bad_line=params["on_bad_line"].value, shard=parse_shard(params["shard"]),
+                       split=params["split"], config=params["config"])
     tournament = None
     if select:
         group = params["group_by_answer"]

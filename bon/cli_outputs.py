@@ -18,6 +18,7 @@ import typer
 
 from bon.errors import UsageError
 from bon.records import input_lines
+from bon.sources import input_rows
 from bon.show import WHERE_KINDS
 
 QueryField = Annotated[str, typer.Option(help="Input field holding the query (e.g. prompt, problem).")]
@@ -168,7 +169,7 @@ def merge(
                     if key in by_id:
                         duplicates.append(record.get("id"))
                     by_id[key] = record
-        order = [r.id for r in read_records(input_lines(input), FieldNames(query_field, candidates_field))]
+        order = [r.id for r in read_records(input_rows(input), FieldNames(query_field, candidates_field))]
     except Exception as exc:
         from bon.cli import fail
 
@@ -259,7 +260,7 @@ def plan(
                 per_sample = measured_tokens_per_sample(previous, handle)
         tournament = TournamentConfig(votes=votes, max_votes=max_votes, seed=seed, early_stop=early_stop,
                                       strategy=strategy.value, max_pairs=max_pairs)
-        records = read_records(input_lines(input), FieldNames(query_field, candidates_field))
+        records = read_records(input_rows(input), FieldNames(query_field, candidates_field))
         result = make_plan(records, n, tournament, per_sample, tokens_per_second)
     except OSError as exc:
         typer.echo(f"bon: error: cannot read {exc.filename}: {exc.strerror}", err=True)

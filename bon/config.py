@@ -144,3 +144,12 @@ class EngineConfig:
     # which leaves them on stderr as the library writes them.
     log_file: str | None = None
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.options is None:  # the backend's defaults (registered backends only)
+            from bon.engines import get_backend
+
+            try:
+                object.__setattr__(self, "options", get_backend(self.backend).options())
+            except Exception:  # an unknown backend is reported where it is created
+                pass

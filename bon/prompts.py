@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from bon.errors import BonError
+
 JUDGE_FIELDS = ("question", "answer1", "answer2")
 POLICY_FIELDS = ("query",)
 
 
-class TemplateError(ValueError):
+class TemplateError(BonError, ValueError):
     pass
 
 

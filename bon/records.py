@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from bon.errors import UsageError
+from bon.errors import BonError, UsageError
 
 ROLES = ("system", "user", "assistant")
 
 
-class InputError(ValueError):
+class InputError(BonError, ValueError):
     """A bad input line; `str()` names the line and the problem."""
 
     def __init__(self, line: int, problem: str):

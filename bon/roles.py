@@ -252,7 +252,12 @@ def tournament_config(**kwargs: Any) -> TournamentConfig:
         raise UsageError(f"--max-votes ({config.max_votes}) must be at least --votes ({config.votes})")
     if config.strategy not in ("knockout", "elo"):
         raise UsageError(f"strategy must be knockout or elo, got {config.strategy!r}")
-    if config.group_by_answer not in (None, "exact", "math"):
-        raise UsageError(f"group_by_answer must be exact or math, got {config.group_by_answer!r}")
+    if config.group_by_answer is not None:
+        from bon.answers import Checker
+
+        try:
+            Checker(config.group_by_answer)  # an unknown kind, or math without math-verify
+        except (ValueError, ImportError) as exc:
+            raise UsageError(f"--group-by-answer: {exc}") from None
     return config
 

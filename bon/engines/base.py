@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from bon.errors import BonError
 
-class EngineError(RuntimeError):
+
+class EngineError(BonError, RuntimeError):
     """A backend failure that ends the run (one line for the user, exit 1)."""
 
 
