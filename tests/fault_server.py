@@ -24,7 +24,7 @@ class FaultyServer:
     "stall", "slow", "trickle"); after it, `failure_rate` of requests get a random 429/500/503."""
 
     def __init__(self, script=(), failure_rate=0.0, seed=0, retry_after="0", refuse_n=False, refuse_priority=False,
-                 poison=None, poison_status=422, reasoning=None, answer=VERDICT, port=0):
+                 poison=None, poison_status=422, reasoning=None, answer=VERDICT, fail_after=None):
         self.script = list(script)
         self.failure_rate = failure_rate
         self.random = random.Random(seed)
@@ -32,6 +32,7 @@ class FaultyServer:
         self.refuse_n, self.refuse_priority = refuse_n, refuse_priority
         self.poison, self.poison_status = poison, poison_status
         self.reasoning, self.answer = reasoning, answer
+        self.fail_after = fail_after  # answer this many requests, then 503 for good (an outage)
         self.bodies: list[dict] = []
         self.arrivals: list[float] = []
         self.released = threading.Event()  # ends every stall
@@ -50,12 +51,14 @@ class FaultyServer:
                     action = owner._next_action()
                 owner._serve(self, body, action)
 
-        self.httpd = _Server(("127.0.0.1", port), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def _next_action(self):
+        if self.fail_after is not None and len(self.bodies) > self.fail_after:
+            return 503
         if self.script:
             return self.script.pop(0)
         if self.failure_rate and self.random.random() < self.failure_rate:

