@@ -271,3 +271,18 @@ def test_cli_takes_several_base_urls(server_factory, tmp_path):
                                       "-q"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["best_index"] in (0, 1) and good.bodies
+
+
+def test_a_permanent_outage_ends_a_library_run_after_its_finished_records(server_factory, tmp_path):
+    import bon
+
+    server = server_factory(fail_after=2)  # the first record's two matches, then down for good
+    rows = [{"id": i, "query": f"q{i}", "candidates": ["a", "bb", "ccc"]} for i in range(3)]
+    out = tmp_path / "out.jsonl"
+    got = []
+    with pytest.raises(ServerGaveUp, match="gave up after 2 s.*answered 503"):
+        for record in bon.run(rows, judge=bon.Judge("m", base_url=server.url, give_up_after=2.0), votes=1,
+                              concurrency=1, output=out):
+            got.append(record["id"])
+    assert got == [0]
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [0]  # finished work kept
