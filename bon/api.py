@@ -25,6 +25,7 @@ from bon.judge import Sampler
 from bon.pipeline import LazyEngine, Pipeline, RunStats
 from bon.records import FieldNames, InputError, Record, RecordWriter, parse_record, read_records
 from bon.roles import Judge, Policy, Role, run_sync, tournament_config
+from bon.shards import in_shard, shard_text
 from bon.sources import input_rows
 
 
@@ -44,13 +45,6 @@ class RunConfig:
     shard: tuple[int, int] | None = None  # (I, N): a deterministic 1/N of the records, by id
     split: str | None = None  # of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk folder)
     config: str | None = None  # the dataset's configuration (hf:ORG/NAME)
-
-
-def in_shard(record_id, shard: tuple[int, int] | None) -> bool:
-    """A deterministic 1/N of the records, by id: the same split on every machine."""
-    from bon.tournament import derive_seed
-
-    return shard is None or derive_seed("shard", record_id) % shard[1] == shard[0]
 
 
 def _rows(items: Iterable[Any], fields_: FieldNames) -> Iterator[Record]:
@@ -80,7 +74,7 @@ class Run:
                  judge: Judge | None = None, config: RunConfig = RunConfig(),
                  tournament: TournamentConfig | None = None,
                  bad_line: Callable[[InputError, str], None] | None = None, progress: Any = None,
-                 command: list[str] | None = None):
+                 command: list[str] | None = None, update_every: float = 60.0):
         if policy is None and judge is None:
             raise UsageError("a run needs a policy (to sample), a judge (to select) or both")
         if (config.resume or config.overwrite) and config.output is None:
@@ -95,6 +89,7 @@ class Run:
         self.bad_line = bad_line if config.on_bad_line == "skip" else None
         self.progress = progress
         self.command = command
+        self.update_every = update_every  # seconds between the manifest's progress updates
         self.done: set = set()
         self.total: int | None = None
         self.status = "failed"
@@ -167,12 +162,13 @@ class Run:
             "command": self.command,
             "input": self.source if self.source in (None, "-") else str(Path(self.source).resolve()),
             "output": str(output.resolve()),
-            "shard": None if self.config.shard is None else "/".join(map(str, self.config.shard)),
+            "shard": shard_text(self.config.shard),
             "policy": _manifest_role(self.policy),
             "judge": _manifest_role(self.judge),
             "api_key_env": _api_key_env(self.policy) or _api_key_env(self.judge) or ServerOptions.api_key_env,
             "settings": settings,
-        })
+            "engine_log": next((r.config.log_file for r in (self.policy, self.judge) if r and r.config.log_file), None),
+        }, update_every=self.update_every)
 
     # ---- the run ----
 
@@ -194,8 +190,9 @@ class Run:
         progress = self.progress
         make_sampler = make_referee = None
         if policy is not None:
+            on_policy = getattr(progress, "on_policy", None)
             make_sampler = lambda engine: Sampler(engine, policy.template, policy.sampling, config.n,  # noqa: E731
-                                                  config.seed, policy.system)
+                                                  config.seed, policy.system, on_policy)
         if judge is not None:
             on_generation = getattr(progress, "on_generation", None)
             on_match = getattr(progress, "on_match", None)
@@ -231,6 +228,10 @@ class Run:
             self.pipeline.request_stop()
 
     @property
+    def manifest(self) -> Manifest | None:
+        return self._manifest
+
+    @property
     def stats(self) -> RunStats:
         return self.pipeline.stats if self.pipeline else RunStats(resumed=len(self.done))
 
@@ -244,9 +245,13 @@ class Run:
             self._manifest.finish(self.status, {
                 "records_written": stats.records, "already_done": stats.resumed, "sampled": stats.sampled,
                 "records_with_errors": stats.errors, "bad_lines_skipped": stats.skipped,
-                "usage": stats.usage.to_json()})
+                "usage": stats.usage.to_json()}, progress=self._progress_counters())
         if self._stream:
             self._stream.close()
+
+    def _progress_counters(self) -> dict[str, Any] | None:
+        counters = getattr(self.progress, "counters", None)
+        return counters() if counters else None
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         """check, open, stream, close: the whole run for library callers."""

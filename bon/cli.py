@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import sys
 from dataclasses import fields
 from enum import Enum
@@ -28,6 +27,7 @@ from bon import config as defaults
 from bon.cli_outputs import COMMANDS
 from bon.config import HFOptions, ServerOptions, VLLMOptions
 from bon.errors import UsageError
+from bon.progress import DEFAULT_LOG_EVERY
 
 app = typer.Typer(
     help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
@@ -116,7 +116,10 @@ JudgeEngineArgs = Annotated[Optional[str], opt("Any other engine argument for th
 Concurrency = Annotated[int, opt("Records in flight at once; engines batch their requests.", JOB, min=1)]
 Resume = Annotated[bool, opt("Continue OUTPUT: skip records already there, reuse finished work from its sidecar.", JOB, "--resume")]
 Overwrite = Annotated[bool, opt("Start OUTPUT over if it exists.", JOB, "--overwrite")]
-Shard = Annotated[Optional[str], opt("Process a deterministic 1/N of the input by id: I/N with 0 <= I < N (join with bon merge).", JOB, default="all")]
+Shard = Annotated[Optional[str], opt("A deterministic 1/N of the input by id: I/N, or auto (a Slurm array, a Kubernetes Indexed Job with --shards, or RANK/WORLD_SIZE); join with bon merge.", JOB, default="all")]
+Shards = Annotated[Optional[int], opt("With --shard auto in a Kubernetes Indexed Job: the Job's completions.", JOB, min=1, default="none")]
+LogEvery = Annotated[float, opt("Seconds between status lines when stderr is not a terminal (0: none); the manifest's progress follows the same cadence.", JOB, min=0.0)]
+Verbose = Annotated[bool, opt("Leave the engine library's own start-up and shutdown output on stderr (else it goes to OUTPUT.engine.log, or nowhere).", JOB, "--verbose")]
 Quiet = Annotated[bool, opt("No progress and no summary on stderr.", JOB, "--quiet", "-q")]
 Debug = Annotated[bool, opt("Show tracebacks on errors.", JOB, "--debug")]
 
@@ -155,7 +158,8 @@ def run(
     query_field: QueryField = "query", candidates_field: CandidatesField = "candidates",
     split: Split = None, config: DatasetConfig = None, on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY, resume: Resume = False, overwrite: Overwrite = False,
-    shard: Shard = None, quiet: Quiet = False, debug: Debug = False,
+    shard: Shard = None, shards: Shards = None, log_every: LogEvery = DEFAULT_LOG_EVERY,
+    quiet: Quiet = False, verbose: Verbose = False, debug: Debug = False,
 ) -> None:
     """Sample N candidates per query, then pick the best in a knockout tournament.
 
@@ -180,7 +184,8 @@ def sample(
     query_field: QueryField = "query", candidates_field: CandidatesField = "candidates",
     split: Split = None, config: DatasetConfig = None, on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY, resume: Resume = False, overwrite: Overwrite = False,
-    shard: Shard = None, quiet: Quiet = False, debug: Debug = False,
+    shard: Shard = None, shards: Shards = None, log_every: LogEvery = DEFAULT_LOG_EVERY,
+    quiet: Quiet = False, verbose: Verbose = False, debug: Debug = False,
 ) -> None:
     """Only sample: write each record with N `candidates` (records that have them pass through)."""
     _execute(ctx, locals(), sample=True, select=False)
@@ -204,7 +209,8 @@ def select(
     query_field: QueryField = "query", candidates_field: CandidatesField = "candidates",
     split: Split = None, config: DatasetConfig = None, on_bad_line: OnBadLineOpt = OnBadLine.fail, rejects: Rejects = None,
     concurrency: Concurrency = defaults.DEFAULT_CONCURRENCY, resume: Resume = False, overwrite: Overwrite = False,
-    shard: Shard = None, quiet: Quiet = False, debug: Debug = False,
+    shard: Shard = None, shards: Shards = None, log_every: LogEvery = DEFAULT_LOG_EVERY,
+    quiet: Quiet = False, verbose: Verbose = False, debug: Debug = False,
 ) -> None:
     """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
     _execute(ctx, locals(), sample=False, select=True)
@@ -351,7 +357,7 @@ def _applicable(backend: str | None, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in takes}
 
 
-def _roles(params: dict, given: set[str], sample: bool, select: bool, quiet: bool):
+def _roles(params: dict, given: set[str], sample: bool, select: bool, engine: dict):
     """The Policy and Judge the flags describe. A shared flag goes to each role whose backend
     takes it; one that no role's backend takes is a usage error (not silently ignored)."""
     from bon.roles import Policy as PolicyRole
@@ -370,41 +376,48 @@ def _roles(params: dict, given: set[str], sample: bool, select: bool, quiet: boo
     roles = {}
     if sample:
         backend, options = resolved["policy"]
-        roles["policy"] = PolicyRole(params["policy"], backend, seed=params["seed"], quiet=quiet,
+        roles["policy"] = PolicyRole(params["policy"], backend, seed=params["seed"], **engine,
                                      temperature=params["policy_temperature"], top_p=params["policy_top_p"],
                                      max_tokens=params["policy_max_tokens"], system=params["system"], **options)
     if select:
         backend, options = resolved["judge"]
-        roles["judge"] = _judge_role(params, backend, options, quiet)
+        roles["judge"] = _judge_role(params, backend, options, engine)
     return roles.get("policy"), roles.get("judge")
 
 
-def _judge_role(params: dict, backend: str | None, options: dict, quiet: bool):
+def _judge_role(params: dict, backend: str | None, options: dict, engine: dict):
     from bon.roles import Judge as JudgeRole
 
-    return JudgeRole(params["judge"], backend, seed=params["seed"], quiet=quiet,
+    return JudgeRole(params["judge"], backend, seed=params["seed"], **engine,
                      temperature=params["judge_temperature"], top_p=params["judge_top_p"],
                      max_tokens=params["judge_max_tokens"], template=params["judge_template"], **options)
 
 
 def _judge(params: dict, given: set[str], quiet: bool):
+    _show_bon_log(quiet)
     backend, options = _role_options(params, given, "judge")
-    return _judge_role(params, backend, options, quiet)
-
-
-def parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
-    if value is None:
-        return None
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise UsageError(f"--shard takes I/N (e.g. 0/4), got {value!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise UsageError(f"--shard {value}: need 0 <= I < N")
-    return index, count
+    return _judge_role(params, backend, options, {"quiet": quiet})
 
 
 # ---- running ----
+
+def _show_bon_log(quiet: bool) -> None:
+    """bon's own INFO lines (which model loaded where, in how long) on stderr, unless --quiet."""
+    import logging
+
+    log = logging.getLogger("bon")
+    log.propagate = False
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bon: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _endpoints(*roles):
+    """A callable giving (healthy, total) server endpoints for the progress line, or None."""
+    return None
+
 
 class BadLines:
     """--on-bad-line skip: report each bad line on stderr, count it, optionally keep it in --rejects."""
@@ -436,27 +449,30 @@ def _execute(ctx: typer.Context, params: dict, sample: bool, select: bool) -> No
         typer.echo(f"bon: {exc}: stopped before the run began; nothing was written", err=True)
         raise typer.Exit(exc.exit_code)
     except Exception as exc:
-        fail(exc, params["debug"], source=params["input"], resume=bool(params["output"]))
+        fail(exc, params["debug"], source=params["input"])
 
 
 def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) -> None:
     from bon.api import Run, RunConfig
+    from bon.checkpoint import engine_log_path, resume_command
+    from bon.engines import EngineError
     from bon.progress import RunProgress
     from bon.records import RecordWriter
     from bon.roles import tournament_config
+    from bon.shards import parse_shard
 
     quiet = params["quiet"]
-    if quiet:  # the libraries' own info logs too
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if params["rejects"] and params["on_bad_line"] != OnBadLine.skip:
         raise UsageError("--rejects goes with --on-bad-line skip")
-    policy, judge = _roles(params, _given(ctx), sample, select, quiet)
+    _show_bon_log(quiet)
+    log_file = engine_log_path(params["output"]) if params["output"] else None
+    policy, judge = _roles(params, _given(ctx), sample, select,
+                           dict(quiet=quiet, verbose=params["verbose"], log_file=log_file))
     config = RunConfig(n=params.get("n", defaults.DEFAULT_N), seed=params["seed"],
                        concurrency=params["concurrency"], query_field=params["query_field"],
                        candidates_field=params["candidates_field"], output=params["output"],
                        resume=params["resume"], overwrite=params["overwrite"],
-                       on_bad_line=params["on_bad_line"].value, shard=parse_shard(params["shard"]),
+                       on_bad_line=params["on_bad_line"].value, shard=parse_shard(params["shard"], params["shards"]),
                        split=params["split"], config=params["config"])
     tournament = None
     if select:
@@ -466,13 +482,15 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
                                        max_pairs=params["max_pairs"], group_by_answer=group and group.value)
     bad_lines = BadLines(params["rejects"]) if params["on_bad_line"] == OnBadLine.skip else None
     run = Run(params["input"], policy=policy, judge=judge, config=config, tournament=tournament,
-              bad_line=bad_lines, command=_safe_argv())
+              bad_line=bad_lines, command=_safe_argv(), update_every=params["log_every"] or DEFAULT_LOG_EVERY)
     total = run.check()
     signals.defer()  # from here a signal must not leave the output, sidecar or manifest half-written
     run.open()
     if run.torn_line_dropped and not quiet:
         typer.echo(f"bon: dropped a torn last line from {params['output']} (a crash mid-write)", err=True)
-    run.progress = progress = RunProgress(enabled=not quiet, total=None if total is None else total - len(run.done))
+    run.progress = progress = RunProgress(
+        enabled=not quiet, total=None if total is None else total - len(run.done), log_every=params["log_every"],
+        endpoints=_endpoints(policy, judge), on_tick=run.manifest.update if run.manifest else None)
     data = None if params["output"] else RecordWriter(_data_stdout())
 
     async def main() -> None:
@@ -488,6 +506,10 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
         # A signal after this point finds every record written: the run is complete.
         if signals.received:
             run.status = "interrupted"
+    except EngineError as exc:  # finished records are in OUTPUT, finished model work in its sidecar
+        if run.manifest:
+            exc.resume_command = resume_command(run.manifest.content)
+        raise
     finally:
         if data:
             data.close()
@@ -497,8 +519,8 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
     if not quiet:
         typer.echo(run.stats.summary(), err=True)
     if signals.received:
-        if params["output"]:
-            typer.echo(f"bon: stopped; continue with: {_resume_command()}", err=True)
+        if run.manifest:
+            typer.echo(f"bon: stopped; continue with: {resume_command(run.manifest.content)}", err=True)
         raise typer.Exit(128 + signals.received[0])
     if run.stats.errors:
         raise typer.Exit(3)
@@ -546,7 +568,7 @@ def _text_or_file(value: str) -> str:
     return value
 
 
-def fail(exc: Exception, debug: bool, source: str | None = None, resume: bool = False) -> None:
+def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
     """Known failures become one line and an exit code; anything else is a bug: re-raised."""
     from bon.checkpoint import CheckpointError
     from bon.engines import BackendUnavailable, EngineError
@@ -561,8 +583,8 @@ def fail(exc: Exception, debug: bool, source: str | None = None, resume: bool = 
         raise typer.Exit(2)
     if isinstance(exc, EngineError):
         typer.echo(f"bon: error: {exc}", err=True)
-        if resume:  # finished records are in OUTPUT and finished model work in its sidecar
-            typer.echo(f"bon: continue with: {_resume_command()}", err=True)
+        if getattr(exc, "resume_command", None):
+            typer.echo(f"bon: continue with: {exc.resume_command}", err=True)
         raise typer.Exit(1)
     raise exc
 
@@ -572,11 +594,6 @@ def _safe_argv() -> list[str]:
     from bon.checkpoint import safe_url
 
     return [safe_url(a) if a.startswith(("http://", "https://")) else a for a in sys.argv[1:]]
-
-
-def _resume_command() -> str:
-    args = [a for a in _safe_argv() if a not in ("--resume", "--overwrite")]
-    return "bon " + " ".join(shlex.quote(a) for a in args) + " --resume"
 
 
 def main() -> None:

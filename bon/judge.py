@@ -101,9 +101,11 @@ def request_priority(position: int, depth: int = 0) -> int:
 class Sampler:
     """Samples N candidates per record from the policy: one request with `n=N`."""
 
-    def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, n: int, seed: int, system: str | None = None):
+    def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, n: int, seed: int,
+                 system: str | None = None, on_generation=None):
         self.engine, self.template, self.sampling = engine, template, sampling
         self.n, self.seed, self.system = n, seed, system
+        self.on_generation = on_generation  # progress callback(samples, completion_tokens)
 
     def messages(self, record: Record) -> list[dict[str, str]]:
         if record.messages is not None:
@@ -130,6 +132,8 @@ class Sampler:
             priority=request_priority(record.line),
         )
         generation = await self.engine.generate(request)
+        if self.on_generation:
+            self.on_generation(len(generation.completions), generation.completion_tokens)
         record.candidates = [c.text for c in generation.completions]
         record.output["candidates"] = record.candidates
         record.output["sampling"] = {
@@ -146,7 +150,7 @@ class Referee:
     def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, tournament: TournamentConfig,
                  on_generation=None, on_match=None):
         self.engine, self.template, self.sampling, self.tournament = engine, template, sampling, tournament
-        self.on_generation = on_generation  # progress callback(samples, completion_tokens)
+        self.on_generation = on_generation  # progress callback(samples, completion_tokens, invalid votes)
         self.on_match = on_match  # progress callback(match)
         # Answer-aware tournaments: built once, so a missing math-verify fails before any work.
         self.checker = Checker(tournament.group_by_answer) if tournament.group_by_answer else None
@@ -184,10 +188,11 @@ class Referee:
             usage.judge_samples += len(generation.completions)
             usage.judge_prompt_tokens += generation.prompt_tokens
             usage.judge_completion_tokens += generation.completion_tokens
+            votes = [to_vote(first, second, completion, usage, shortened, self.template.thinking)
+                     for completion in generation.completions]
             if self.on_generation:
-                self.on_generation(len(generation.completions), generation.completion_tokens)
-            return [to_vote(first, second, completion, usage, shortened, self.template.thinking)
-                    for completion in generation.completions]
+                self.on_generation(len(votes), generation.completion_tokens, sum(v.verdict is None for v in votes))
+            return votes
 
         return ask
 

@@ -77,15 +77,16 @@ class Role:
     ServerOptions, HFOptions); one the backend does not take is a UsageError."""
 
     def __init__(self, model: str, backend: str | None = None, *, seed: int = 0, quiet: bool = False,
-                 **options: Any):
+                 verbose: bool = False, log_file: str | Path | None = None, **options: Any):
         if isinstance(options.get("base_url"), str):
             options["base_url"] = (options["base_url"],)
         elif options.get("base_url") is not None:
             options["base_url"] = tuple(options["base_url"])
         name = backend or default_backend(options.get("base_url"))
         get_backend(name)
+        # log_file: where the engine library's own start-up output goes (None: nowhere) unless verbose
         self.config = EngineConfig(backend=name, model=model, options=resolve_options(name, options), seed=seed,
-                                   quiet=quiet)
+                                   quiet=quiet, verbose=verbose, log_file=None if log_file is None else str(log_file))
         check_backend(self.config)
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
