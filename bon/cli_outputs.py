@@ -23,7 +23,7 @@ from bon.show import WHERE_KINDS
 
 QueryField = Annotated[str, typer.Option(help="Input field holding the query (e.g. prompt, problem).")]
 CandidatesField = Annotated[str, typer.Option(help="Input field holding candidate responses (e.g. responses).")]
-Overwrite = Annotated[bool, typer.Option(help="Start OUTPUT over if it exists.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start OUTPUT over if it exists.")]
 
 WhereKind = Enum("WhereKind", {kind: kind for kind in WHERE_KINDS}, type=str)
 
@@ -41,7 +41,7 @@ def show(
     file: Annotated[str, typer.Argument(help="A bon output file, or - for stdin.", show_default=False)],
     id: Annotated[Optional[str], typer.Option("--id", help="Show the record with this id.", show_default=False)] = None,
     index: Annotated[Optional[int], typer.Option(min=0, help="Show the record at this 0-based position.", show_default=False)] = None,
-    full: Annotated[bool, typer.Option(help="Show whole texts and reasoning, not their first and last lines.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Show whole texts and reasoning, not their first and last lines.")] = False,
     vote: Annotated[Optional[int], typer.Option(min=1, help="Show only vote N of the record (numbered in the tree), in full.", show_default=False)] = None,
     where: Annotated[Optional[list[WhereKind]], typer.Option("--where", help="List the records where this happens (repeatable; a record matching any is listed): invalid votes, tiebreak matches, disagree (the two orders' majorities preferred different candidates), error, truncated votes, same_answer matches.", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or the record, or the --where list as JSON lines) as JSON.")] = False,
@@ -207,7 +207,7 @@ def pairs(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the pairs here (JSONL) [default: stdout].", show_default=False)] = None,
     mode: Annotated[PairMode, typer.Option(help="matches: one pair per judged match; best-vs-rest: the winner against every other candidate; best-vs-worst: against the first eliminated (knockout) or the lowest rated (elo).")] = PairMode.matches,
     min_margin: Annotated[float, typer.Option(help="Drop pairs whose margin (the winner's share of valid votes, or the elo rating gap) is below this.")] = 0.0,
-    conversational: Annotated[bool, typer.Option(help="TRL's conversational format: the prompt as messages, chosen and rejected as one assistant message each (always so for `messages` input).")] = False,
+    conversational: Annotated[bool, typer.Option("--conversational", help="TRL's conversational format: the prompt as messages, chosen and rejected as one assistant message each (always so for `messages` input).")] = False,
     query_field: QueryField = "query",
     overwrite: Overwrite = False,
 ) -> None:
@@ -240,7 +240,7 @@ def plan(
     strategy: Annotated[PlanStrategy, typer.Option(help="knockout: n-1 matches; elo: every pair (or --max-pairs).")] = PlanStrategy.knockout,
     max_pairs: Annotated[Optional[int], typer.Option(min=1, help="elo: play only this many pairs.", show_default="all")] = None,
     max_votes: Annotated[Optional[int], typer.Option(min=1, help="Vote budget per match.", show_default="2 × votes")] = None,
-    early_stop: Annotated[bool, typer.Option(help="Plan for early stopping (the fewest samples then need ⌈votes/2⌉ a match).")] = False,
+    early_stop: Annotated[bool, typer.Option("--early-stop", help="Plan for early stopping (the fewest samples then need ⌈votes/2⌉ a match).")] = False,
     seed: Annotated[int, typer.Option(help="The run's seed (it decides which identical candidates meet).")] = 0,
     previous: Annotated[Optional[str], typer.Option("--from", help="A previous bon output: its judge tokens per sample give the total tokens.", show_default=False)] = None,
     tokens_per_second: Annotated[Optional[float], typer.Option(min=0.001, help="The judge engine's generated tokens per second (with --from: hours).", show_default=False)] = None,

@@ -123,6 +123,11 @@ class Role:
             raise
         return self._engine
 
+    def health(self) -> tuple[int, int] | None:
+        """(healthy, total) server endpoints, for progress lines; None for engines without any."""
+        health = getattr(self._engine, "health", None)
+        return health() if health else None
+
     async def aclose(self) -> None:
         """Shut the engine down (freeing its GPU memory); the next call loads it again."""
         engine, loop = self._engine, self._loop

@@ -4,6 +4,7 @@ import json
 import random
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import bon.engines
@@ -218,3 +219,47 @@ def test_import_and_help_load_neither_torch_nor_vllm():
     import subprocess, sys
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", ["run", "sample", "select", "compare", "eval", "show", "score", "merge",
+                                     "status", "pairs", "plan", "browse"])
+def test_help_at_80_columns_prints_every_option_name_whole_with_its_default(command):
+    import click
+
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    cli_command = typer.main.get_command(app).commands[command]
+    for param in cli_command.params:
+        for name in param.opts + param.secondary_opts:
+            if name.startswith("--"):
+                assert any(name in line.split() for line in lines), f"{name} not printed whole"
+        # every option with a value shows its default (flags are off unless given)
+        if isinstance(param, click.Option) and not param.is_flag and not param.required:
+            assert param.show_default not in (False, None), f"{param.name} shows no default"
+    if command == "run":
+        for panel in ("Models", "Tournament", "Decoding", "Servers", "vLLM engine", "Batch job", "Input and output"):
+            assert f"─ {panel} ─" in result.stdout
+        assert "2 × votes" in result.stdout  # not swallowed as markup
+
+
+def test_a_flag_the_backend_does_not_take_is_a_usage_error(tmp_path, scripted):
+    src = write_jsonl(tmp_path / "q.jsonl", QUERIES[:1])
+    cases = [
+        (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--dtype", "bfloat16"], "--dtype"),
+        (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--tensor-parallel-size", "2"],
+         "--tensor-parallel-size"),
+        (["--backend", "vllm", "--base-url", "http://127.0.0.1:9/v1"], "--base-url"),
+        (["--backend", "hf", "--no-request-seed"], "--request-seed"),
+        (["--backend", "hf", "--stall-timeout", "5"], "--stall-timeout"),
+    ]
+    for flags, name in cases:
+        result = invoke("run", src, "--policy", "p", *flags)
+        assert result.exit_code == 2, (flags, result.output)
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"bon: error: {name} does not apply to the ") and "Traceback" not in result.output
+    # a shared flag is fine when one of the roles takes it: here the judge's server
+    mixed = invoke("run", src, "--policy", "p", "--policy-backend", "scripted", "--judge-backend", "openai",
+                   "--base-url", "http://127.0.0.1:9/v1", "--dtype", "float16")
+    assert mixed.exit_code == 2 and "--dtype does not apply to the openai and scripted backends" in mixed.stderr
