@@ -136,9 +136,9 @@ def eval_(ctx: typer.Context, params: dict) -> None:
         _show_bon_log(params["quiet"])
         role = judge_from_flags(params, given(ctx), quiet=params["quiet"])
         fields_ = PairFields(*(params[f"{k}_field"] for k in ("prompt", "chosen", "rejected", "subset")))
-        report = asyncio.run(_closing(role, evaluate(role, params["input"], fields_, votes=params["votes"],
-                                                     seed=params["seed"], concurrency=params["concurrency"],
-                                                     output=params["output"])))
+        report = asyncio.run(_closed_after(evaluate(role, params["input"], fields_, votes=params["votes"],
+                                                    seed=params["seed"], concurrency=params["concurrency"],
+                                                    output=params["output"]), role))
     except Exception as exc:
         fail(exc, params["debug"], source=params["input"])
     figures = report.to_json()
@@ -252,12 +252,14 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
         endpoints=_endpoints(policy, judge), on_tick=run.manifest.update if run.manifest else None)
     data = None if params["output"] else RecordWriter(_data_stdout())
 
+    async def write() -> None:
+        async for out in run.stream():
+            if data:
+                data.write(out)
+
     async def main() -> None:
         signals.stop_with(run.request_stop)
-        async with _Both(policy, judge):
-            async for out in run.stream():
-                if data:
-                    data.write(out)
+        await _closed_after(write(), policy, judge)
 
     try:
         with progress:
@@ -285,23 +287,14 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
         raise typer.Exit(3)
 
 
-async def _closing(role, work):
-    async with role:
+async def _closed_after(work, *roles):
+    """Await `work`, then close the roles' engines whatever happened (the CLI owns them)."""
+    try:
         return await work
-
-
-class _Both:
-    """Close both roles when the run ends (the CLI owns its engines)."""
-
-    def __init__(self, *roles):
-        self.roles = [r for r in roles if r is not None]
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        for role in self.roles:
-            await role.aclose()
+    finally:
+        for role in roles:
+            if role is not None:
+                await role.aclose()
 
 
 def _data_stdout():

@@ -217,10 +217,10 @@ def given(ctx: typer.Context) -> set[str]:
             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")}
 
 
-BACKEND_OPTIONS = {name: [f.name for f in fields(cls) if f.name != "engine_args"]
-                   for name, cls in (("vllm", VLLMOptions), ("openai", ServerOptions), ("hf", HFOptions))}
 NEGATIVE_FLAGS = {"no_prefix_caching", "no_request_seed"}  # options that are on unless turned off
-SHARED_OPTIONS = sorted({name for names in BACKEND_OPTIONS.values() for name in names})
+# Every backend option a flag of the same name sets (engine_args comes per role, as JSON).
+SHARED_OPTIONS = sorted({f.name for cls in (VLLMOptions, ServerOptions, HFOptions) for f in fields(cls)}
+                        - {"engine_args"})
 
 
 def role_options(params: dict, given: set[str], role: str) -> tuple[str | None, dict[str, Any]]:
@@ -294,6 +294,3 @@ def judge_role(params: dict, backend: str | None, options: dict, engine: dict):
 def judge_from_flags(params: dict, given: set[str], quiet: bool):
     backend, options = role_options(params, given, "judge")
     return judge_role(params, backend, options, {"quiet": quiet})
-
-
-# ---- running ----
