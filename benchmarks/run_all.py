@@ -26,6 +26,7 @@ def main() -> None:
     run(str(HERE / "simulate.py"))
     run(str(HERE / "answer_aware.py"))
     run(str(HERE / "memory.py"), "10000", "100000")
+    run(str(HERE / "api_overhead.py"))
     if gpu_visible():
         run(str(HERE / "engine_bench.py"))
     else:
