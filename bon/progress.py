@@ -53,8 +53,10 @@ def status_line(c: dict[str, Any]) -> str:
     done = f"{c['records_done']:,}/{total:,} records" if total is not None else f"{c['records_done']:,} records"
     if total:
         done += f" ({c['records_done'] / total:.0%})"
-    parts = [done, f"{c['records_per_s']:.2f} rec/s", f"ETA {duration(c['eta_s'])}",
-             f"judge samples {c['judge_samples']:,}"]
+    parts = [done, f"{c['records_per_s']:.2f} rec/s", f"ETA {duration(c['eta_s'])}"]
+    if c.get("candidates"):  # the policy's work, while sampling (or sampling and judging) runs
+        parts.append(f"candidates {c['candidates']:,}")
+    parts.append(f"judge samples {c['judge_samples']:,}")
     if c["judge_samples"]:
         parts.append(f"invalid {c['invalid_votes'] / c['judge_samples']:.1%}")
     parts.append(f"{c['tokens_per_s']:,.0f} tok/s")
