@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,7 +24,7 @@ from bon.config import ServerOptions, TournamentConfig
 from bon.errors import UsageError
 from bon.judge import Sampler
 from bon.pipeline import LazyEngine, Pipeline, RunStats
-from bon.records import FieldNames, InputError, Record, RecordWriter, parse_record, read_records
+from bon.records import FieldNames, InputError, Record, RecordWriter, read_records
 from bon.roles import Judge, Policy, Role, run_sync, tournament_config
 from bon.shards import in_shard, shard_text
 from bon.sources import input_rows
@@ -45,21 +46,6 @@ class RunConfig:
     shard: tuple[int, int] | None = None  # (I, N): a deterministic 1/N of the records, by id
     split: str | None = None  # of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk folder)
     config: str | None = None  # the dataset's configuration (hf:ORG/NAME)
-
-
-def _rows(items: Iterable[Any], fields_: FieldNames) -> Iterator[Record]:
-    """Records from input dicts (the library's form); ids default to the position.
-    Output keeps an input's fields and order, as it does for JSONL lines."""
-    seen: set = set()
-    for position, item in enumerate(items):
-        if isinstance(item, Record):
-            record = item
-        else:
-            record = parse_record(item, position + 1, position, fields_)
-        if record.id in seen:
-            raise InputError(position + 1, f"duplicate id {record.id!r}")
-        seen.add(record.id)
-        yield record
 
 
 class Run:
@@ -86,7 +72,7 @@ class Run:
         self.policy, self.judge, self.config = policy, judge, config
         self.tournament = tournament or TournamentConfig(seed=config.seed)
         self.fields = FieldNames(query=config.query_field, candidates=config.candidates_field)
-        self.bad_line = bad_line if config.on_bad_line == "skip" else None
+        self.bad_line = (bad_line or _log_bad_line) if config.on_bad_line == "skip" else None
         self.progress = progress
         self.command = command
         self.update_every = update_every  # seconds between the manifest's progress updates
@@ -101,14 +87,14 @@ class Run:
 
     # ---- before any model loads ----
 
-    def records(self, report_bad=None, skip_done: bool = True) -> Iterator[Record]:
-        """The records to process: valid, in this shard, not already in OUTPUT."""
+    def records(self, report_bad=None) -> Iterator[Record]:
+        """The records to process: valid, in this shard, not already in OUTPUT. Input dicts
+        are checked like JSONL lines (numbered from 1; ids default to the position)."""
         if self.source is not None:
             rows = input_rows(self.source, self.config.split, self.config.config)
-            source = read_records(rows, self.fields, report_bad)
         else:
-            source = _rows(self._items, self.fields)
-        for record in source:
+            rows = iter(self._items)
+        for record in read_records(rows, self.fields, report_bad):
             if self.judge is not None and self.policy is None and record.candidates is None:
                 error = InputError(record.line, f"missing `{self.fields.candidates}` (bon select judges existing "
                                                 "candidates; bon run samples them)")
@@ -116,7 +102,7 @@ class Run:
                     raise error
                 report_bad(error, "")
                 continue
-            if (skip_done and record.id in self.done) or not in_shard(record.id, self.config.shard):
+            if record.id in self.done or not in_shard(record.id, self.config.shard):
                 continue
             yield record
 
@@ -262,6 +248,10 @@ class Run:
                 yield out
         finally:
             self.close()
+
+
+def _log_bad_line(error: InputError, text: str) -> None:
+    logging.getLogger("bon").warning("skipped line %s: %s", error.line, error.problem)
 
 
 async def _threaded(iterator: Iterator):

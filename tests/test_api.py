@@ -131,3 +131,11 @@ def test_bad_settings_are_one_line_errors(scripted):
     with pytest.raises(BonError, match="line 2: `query` must be a non-empty string"):
         list(bon.run([{"query": "ok", "candidates": ["a", "b"]}, {"query": "", "candidates": ["a"]}], judge=judge))
     judge.close()
+
+
+def test_on_bad_line_skip_goes_on_past_bad_input_dicts(scripted, caplog):
+    rows = [{"query": "a", "candidates": ["x", "yy"]}, {"query": 3}, {"query": "c", "candidates": ["zzz", "z"]}]
+    with bon.Judge("jud", backend="scripted") as judge, caplog.at_level("WARNING", logger="bon"):
+        outs = list(bon.run(rows, judge=judge, votes=1, on_bad_line="skip"))
+    assert [o["best"] for o in outs] == ["yy", "zzz"] and [o["id"] for o in outs] == [0, 2]
+    assert "skipped line 2: `query` must be a non-empty string" in caplog.text
