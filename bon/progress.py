@@ -47,13 +47,22 @@ def duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def _rate(per_second: float) -> str:
+    """Records per second, or per minute or hour when that is the figure a person can read."""
+    if per_second >= 0.1 or per_second == 0:
+        return f"{per_second:.2f} rec/s"
+    if per_second * 60 >= 0.1:
+        return f"{per_second * 60:.2f} rec/min"
+    return f"{per_second * 3600:.2f} rec/h"
+
+
 def status_line(c: dict[str, Any]) -> str:
     """The status line for `RunProgress.counters()` (also `bon status`'s)."""
     total = c["records_total"]
     done = f"{c['records_done']:,}/{total:,} records" if total is not None else f"{c['records_done']:,} records"
     if total:
         done += f" ({c['records_done'] / total:.0%})"
-    parts = [done, f"{c['records_per_s']:.2f} rec/s", f"ETA {duration(c['eta_s'])}"]
+    parts = [done, _rate(c["records_per_s"]), f"ETA {duration(c['eta_s'])}"]
     if c.get("candidates"):  # the policy's work, while sampling (or sampling and judging) runs
         parts.append(f"candidates {c['candidates']:,}")
     parts.append(f"judge samples {c['judge_samples']:,}")
