@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 from rich.table import Table
 from rich.text import Text
 
-from bon.show import query_text, record_flags, shorten
+from bon.show import match_label, query_text, record_flags, shorten, vote_label
 
 try:
     from textual import work
@@ -121,24 +121,13 @@ class RecordScreen(Screen):
         for r, round_matches in enumerate(tournament.get("rounds", []), start=1):
             branch = tree.root.add(f"round {r}", expand=True)
             for match in round_matches:
-                a, b, winner = match["a"], match.get("b"), match["winner"]
-                if b is None:
-                    branch.add_leaf(f"#{a} bye → #{winner}")
+                if not match.get("votes"):
+                    branch.add_leaf(match_label(match, best))
                     continue
-                if match.get("decided_by") == "same_answer":
-                    branch.add_leaf(f"#{a} vs #{b}  same answer: both advance")
-                    continue
-                tally = match.get("tally", {})
-                label = Text.assemble(f"#{a} vs #{b} → ", (f"#{winner}", "bold green" if winner == best else "bold"),
-                                      f"  {tally.get('a', 0)}–{tally.get('b', 0)}  {match.get('decided_by')}")
-                node = branch.add(label, expand=True)
-                for vote in match.get("votes", []):
+                node = branch.add(match_label(match, best), expand=True)
+                for vote in match["votes"]:
                     number += 1
-                    second = b if vote["first"] == a else a
-                    verdict = f"→ #{vote['verdict']}" if vote.get("verdict") is not None else f"invalid: {vote.get('reason')}"
-                    node.add_leaf(Text(f"vote {number}: #{vote['first']} first, #{second} second  {verdict}",
-                                       style="red" if vote.get("verdict") is None else ""),
-                                  data={"number": number, **vote})
+                    node.add_leaf(vote_label(number, match, vote), data={"number": number, **vote})
         return tree
 
     def on_mount(self) -> None:

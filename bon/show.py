@@ -334,36 +334,42 @@ def render_record(record: dict[str, Any], full: bool = False, vote: int | None =
     for r, round_matches in enumerate(tournament.get("rounds", []), start=1):
         branch = tree.add(Text(f"round {r}", style="bold"))
         for match in round_matches:
-            a, b, winner = match["a"], match.get("b"), match["winner"]
-            if b is None:
-                branch.add(f"#{a} bye → #{winner}")
-                continue
-            if match.get("decided_by") == "same_answer":
-                branch.add(Text.assemble(f"#{a} vs #{b}  ", ("same answer: both advance", "cyan")))
-                continue
-            tally = match.get("tally", {})
-            label = Text.assemble(
-                f"#{a} vs #{b} → ", (f"#{winner}", "bold green" if winner == best else "bold"),
-                f"  {tally.get('a', 0)}–{tally.get('b', 0)}",
-                f" ({tally.get('invalid', 0)} invalid)" if tally.get("invalid") else "",
-                f"  {match['decided_by']}",
-            )
-            node = branch.add(label)
+            node = branch.add(match_label(match, best))
             for v in match.get("votes", []):
                 number += 1
                 if vote is not None and number != vote:
                     continue
-                second = b if v["first"] == a else a
-                verdict = (f"→ #{v['verdict']}" if v.get("verdict") is not None
-                           else f"invalid: {v.get('reason')}")
                 tokens = v.get("completion_tokens")
                 count = "" if tokens is None and per_request else f"{'?' if tokens is None else tokens} tokens, "
-                head = Text(f"vote {number}: #{v['first']} shown first, #{second} second  {verdict}"
-                            f"  ({count}{v.get('finish_reason')})",
-                            style="red" if v.get("verdict") is None else "")
+                head = vote_label(number, match, v)
+                head.append(f"  ({count}{v.get('finish_reason')})")
                 node.add(Group(head, reasoning_view(v.get("reasoning", ""), full or vote is not None)))
     parts.append(tree)
     return Group(*parts)
+
+
+def match_label(match: dict[str, Any], best: int | None) -> Text:
+    """One line for a match in a bracket: a bye, a same-answer pass, or who won and how."""
+    a, b, winner = match["a"], match.get("b"), match["winner"]
+    if b is None:
+        return Text(f"#{a} bye → #{winner}")
+    if match.get("decided_by") == "same_answer":
+        return Text.assemble(f"#{a} vs #{b}  ", ("same answer: both advance", "cyan"))
+    tally = match.get("tally", {})
+    return Text.assemble(
+        f"#{a} vs #{b} → ", (f"#{winner}", "bold green" if winner == best else "bold"),
+        f"  {tally.get('a', 0)}–{tally.get('b', 0)}",
+        f" ({tally.get('invalid', 0)} invalid)" if tally.get("invalid") else "",
+        f"  {match['decided_by']}",
+    )
+
+
+def vote_label(number: int, match: dict[str, Any], vote: dict[str, Any]) -> Text:
+    """One line for vote `number` of a match: who was shown first and what it chose."""
+    second = match.get("b") if vote["first"] == match["a"] else match["a"]
+    verdict = f"→ #{vote['verdict']}" if vote.get("verdict") is not None else f"invalid: {vote.get('reason')}"
+    return Text(f"vote {number}: #{vote['first']} shown first, #{second} second  {verdict}",
+                style="red" if vote.get("verdict") is None else "")
 
 
 def load_records(lines: Iterable[str]) -> Iterable[dict[str, Any]]:

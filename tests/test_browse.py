@@ -71,7 +71,7 @@ async def enter_opens_a_record():
                 walk(child)
         walk(tree.root)
         assert "#1 vs #2 → #2  1–1  tiebreak" in labels and "#2 bye → #2" in labels
-        assert "vote 5: #2 first, #1 second  → #2" in labels
+        assert "vote 5: #2 shown first, #1 second  → #2" in labels
         while not (tree.cursor_node and tree.cursor_node.data and tree.cursor_node.data["number"] == 5):
             await pilot.press("down")
         reasoning = str(screen.query_one("#reasoning", Static).render())
