@@ -2,6 +2,7 @@
 per-record errors, shards and merge, the manifest. Real processes, scripted judge."""
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -255,3 +256,24 @@ def test_judge_phase_replaying_candidates_from_the_sidecar_matches_the_in_memory
     # input and replays candidates from the sidecar; to stdout they wait in memory.
     to_stdout = bon(*RUN, queries, "-q")
     assert to_stdout.returncode == 0 and to_stdout.stdout.encode() == reference
+
+
+def test_a_sidecar_written_by_bon_0_1_0_still_resumes(tmp_path):
+    """tests/fixtures/sidecar-0.1.0 was made by bon 0.1.0 (commit d934755, before the library
+    API) running this command on its scripted engine, SIGKILLed after its first record. The
+    current version resumes it: the sidecar's settings keys still match, none of the finished
+    model work is asked for again, and the output is the uninterrupted run's, byte for byte."""
+    fixture = Path(__file__).parent / "fixtures" / "sidecar-0.1.0"
+    queries, out = tmp_path / "q.jsonl", tmp_path / "out.jsonl"
+    shutil.copy(fixture / "q.jsonl", queries)
+    shutil.copy(fixture / "partial.jsonl", out)
+    shutil.copy(fixture / "partial.jsonl.bon-cache.jsonl", tmp_path / "out.jsonl.bon-cache.jsonl")
+    cached = {json.loads(line).get("key") for line in (fixture / "partial.jsonl.bon-cache.jsonl").open()}
+    log = tmp_path / "requests.log"
+    result = bon("run", queries, "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "3", "--votes", "3",
+                 "--concurrency", "1", "-o", out, "--resume", env={"BON_TEST_LOG": str(log)})
+    assert result.returncode == 0, result.stderr
+    assert "1 already done" in result.stderr
+    assert out.read_bytes() == (fixture / "uninterrupted.jsonl").read_bytes()
+    asked = [json.loads(line) for line in log.read_text().splitlines()]
+    assert asked and not any(key in cached for pair in asked for key in pair)
