@@ -241,6 +241,7 @@ def plan(
     max_pairs: Annotated[Optional[int], typer.Option(min=1, help="elo: play only this many pairs.", show_default="all")] = None,
     max_votes: Annotated[Optional[int], typer.Option(min=1, help="Vote budget per match.", show_default="2 × votes")] = None,
     early_stop: Annotated[bool, typer.Option("--early-stop", help="Plan for early stopping (the fewest samples then need ⌈votes/2⌉ a match).")] = False,
+    group_by_answer: Annotated[Optional[str], typer.Option(help="Plan an answer-aware run (exact or math): records with candidates are grouped by their answers; others count as all different.", show_default="off")] = None,
     seed: Annotated[int, typer.Option(help="The run's seed (it decides which identical candidates meet).")] = 0,
     previous: Annotated[Optional[str], typer.Option("--from", help="A previous bon output: its judge tokens per sample give the total tokens.", show_default=False)] = None,
     tokens_per_second: Annotated[Optional[float], typer.Option(min=0.001, help="The judge engine's generated tokens per second (with --from: hours).", show_default=False)] = None,
@@ -249,8 +250,8 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """What judging INPUT will take (matches, judge samples, tokens, hours); nothing is loaded or sent."""
-    from bon.config import TournamentConfig
     from bon.plan import make_plan, measured_tokens_per_sample
+    from bon.roles import tournament_config
     from bon.records import FieldNames, read_records
 
     try:
@@ -258,8 +259,8 @@ def plan(
         if previous is not None:
             with open(previous, encoding="utf-8") as handle:
                 per_sample = measured_tokens_per_sample(previous, handle)
-        tournament = TournamentConfig(votes=votes, max_votes=max_votes, seed=seed, early_stop=early_stop,
-                                      strategy=strategy.value, max_pairs=max_pairs)
+        tournament = tournament_config(votes=votes, max_votes=max_votes, seed=seed, early_stop=early_stop,
+                                       strategy=strategy.value, max_pairs=max_pairs, group_by_answer=group_by_answer)
         records = read_records(input_rows(input), FieldNames(query_field, candidates_field))
         result = make_plan(records, n, tournament, per_sample, tokens_per_second)
     except OSError as exc:

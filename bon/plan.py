@@ -11,7 +11,10 @@ real judge disagrees with itself; that spread is what min / usual / max bracket:
 - max: the vote budget per match (ties drawing extra votes until it is spent).
 
 Records that carry candidates are planned with their own texts (identical ones never meet
-a judge); the others with `n` distinct candidates still to be sampled.
+a judge; with answer grouping, their own answers form the teams); the others with `n`
+distinct candidates still to be sampled — for answer-aware runs an upper bound, since
+sampled candidates that agree save matches. With grouping, how many matches a bracket
+needs also depends on which answers win; the plan counts the stand-in judge's outcome.
 """
 
 from __future__ import annotations
@@ -80,8 +83,8 @@ class Planner:
     async def work(self, record: Record) -> tuple[int, int, int]:
         """(candidates, judged matches, judge samples when every vote agrees) for one record."""
         candidates = record.candidates
-        if candidates is not None and len(set(candidates)) < len(candidates):
-            # Which identical texts meet depends on the bracket: play this record's own.
+        if candidates is not None and (len(set(candidates)) < len(candidates) or self.tournament.group_by_answer):
+            # Which identical texts (or same answers) meet depends on the bracket: play this record's own.
             return len(candidates), *await self._play(record.id, list(candidates))
         # All distinct: the work depends on the count alone (the bracket's order does not matter).
         size = self.n if candidates is None else len(candidates)

@@ -94,3 +94,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     unjudged = write_jsonl(tmp_path / "p.jsonl", [{"id": 1, "query": "q"}])
     result = CliRunner().invoke(app, ["plan", str(queries), "--from", str(unjudged)])
     assert result.exit_code == 2 and "no judged record" in result.output
+
+
+def test_an_answer_aware_plan_groups_the_candidates_it_has(tmp_path, scripted):
+    rows = [{"id": "agree", "query": "2+2?", "candidates": ["It is \\boxed{4}.", "So \\boxed{4}", "\\boxed{ 4 }!"]},
+            {"id": "sampled", "query": "Name a colour."}]  # sampled later: counted as all different
+    queries = write_jsonl(tmp_path / "q.jsonl", rows)
+    run = invoke("run", str(queries), "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "4", "-q",
+                 "--group-by-answer", "exact")
+    assert run.exit_code == 0, run.output
+    plan = invoke("plan", str(queries), "-n", "4", "--json", "--group-by-answer", "exact")
+    assert plan.exit_code == 0, plan.output
+    figures = json.loads(plan.stdout)
+    matches, samples = spent(run.stdout)
+    assert (figures["matches"], figures["judge_samples"]["usual"]) == (matches, samples) == (3, 9)
+    plain = json.loads(invoke("plan", str(queries), "-n", "4", "--json").stdout)
+    assert plain["matches"] == 2 + 3  # without grouping the agreeing record needs its 2 matches
