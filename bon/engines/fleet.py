@@ -90,16 +90,18 @@ class Fleet:
     # ---- health bookkeeping ----
 
     def alive(self, endpoint: Endpoint) -> None:
-        """The endpoint sent output (a chunk, a response): the fleet is not in an outage."""
+        """The endpoint sent output (a chunk, a response): it is up, and the fleet is not in
+        an outage. A probe's first chunk is enough: waiting for its whole answer would hold
+        every other request back for a full generation after a restart."""
         endpoint.last_output = self.last_success = self.clock()
+        if endpoint.failures:
+            was_down = endpoint.down
+            endpoint.failures = endpoint.rests = 0
+            endpoint.resting_until, endpoint.probing = 0.0, False
+            if was_down:
+                self._wake()
 
-    def succeeded(self, endpoint: Endpoint) -> None:
-        self.alive(endpoint)
-        was_down = endpoint.down
-        endpoint.failures = endpoint.rests = 0
-        endpoint.resting_until, endpoint.probing = 0.0, False
-        if was_down:
-            self._wake()
+    succeeded = alive
 
     def failed(self, endpoint: Endpoint) -> None:
         now = self.clock()

@@ -90,7 +90,8 @@ class OpenAIEngine:
     """Hooks for the progress display: `on_tokens(count)` is called as tokens arrive (one per
     streamed delta, corrected to the server's count when a request ends; tokens of abandoned
     attempts stay counted, they were generated); `health()` gives (endpoints up, endpoints);
-    `fleet.attempts` / `fleet.retries` count requests sent and sent again."""
+    `fleet.attempts` / `fleet.retries` count requests sent and sent again, `stalls` the
+    attempts abandoned for silence."""
 
     def __init__(self, config: EngineConfig):
         import openai
@@ -117,6 +118,7 @@ class OpenAIEngine:
         self._priority_supported = True
         self._send_seed = options.request_seed
         self.on_tokens: Callable[[int], None] | None = None
+        self.stalls = 0  # attempts abandoned because their endpoint went silent
 
     def health(self) -> tuple[int, int]:
         return self.fleet.healthy(), len(self.endpoints)
@@ -187,6 +189,7 @@ class OpenAIEngine:
                             f"the request timeout ({cap:g} s)"))
                     raise Transient(f"timed out after {cap:g} s")
                 if now >= max(progress["started"], progress["last"], endpoint.last_output) + stall:
+                    self.stalls += 1
                     raise Transient(f"stalled: no output for {stall:g} s")
         finally:
             if not task.done():
