@@ -23,7 +23,8 @@ import typer
 from bon import __version__
 from bon.cli_args import (BACKEND, CONCURRENCY, DEBUG, INPUT, IO_FLAGS, JOB_FLAGS, JSON, JUDGE, JUDGE_ENGINE_ARGS,
                           POLICY, POLICY_ENGINE_ARGS, QUIET, ROLE_SERVERS, SERVER_FLAGS, TOURNAMENT_FLAGS, VLLM_FLAGS,
-                          SEED, VOTES, IO, MODELS, OnBadLine, argument, command, flag, given, judge_from_flags,
+                          SEED, VOTES, IO, MODELS, OnBadLine, argument, command, command_line, flag, given,
+                          judge_from_flags,
                           make_roles, required)
 from bon.cli_outputs import COMMANDS
 from bon.errors import UsageError
@@ -241,7 +242,7 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
                                        max_pairs=params["max_pairs"], group_by_answer=group and group.value)
     bad_lines = BadLines(params["rejects"]) if params["on_bad_line"] == OnBadLine.skip else None
     run = Run(params["input"], policy=policy, judge=judge, config=config, tournament=tournament,
-              bad_line=bad_lines, command=_safe_argv(), update_every=params["log_every"] or DEFAULT_LOG_EVERY)
+              bad_line=bad_lines, command=_safe(command_line(ctx)), update_every=params["log_every"] or DEFAULT_LOG_EVERY)
     total = run.check()
     signals.defer()  # from here a signal must not leave the output, sidecar or manifest half-written
     run.open()
@@ -341,11 +342,11 @@ def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
     raise exc
 
 
-def _safe_argv() -> list[str]:
-    """The command line for the manifest, URLs without credentials (keys never reach argv)."""
+def _safe(words: list[str]) -> list[str]:
+    """A command line for the manifest: URLs without credentials (keys never reach it at all)."""
     from bon.checkpoint import safe_url
 
-    return [safe_url(a) if a.startswith(("http://", "https://")) else a for a in sys.argv[1:]]
+    return [safe_url(w) if w.startswith(("http://", "https://")) else w for w in words]
 
 
 def main() -> None:

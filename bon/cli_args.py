@@ -208,6 +208,26 @@ def command(app: typer.Typer, name: str, *groups: list[Flag]) -> Callable:
     return register
 
 
+def command_line(ctx: typer.Context) -> list[str]:
+    """The command as the user gave it (arguments, then the options set), rebuilt from what
+    was parsed — not from sys.argv, which is another program's when bon is called in-process."""
+    words, set_here = [ctx.info_name or ""], given(ctx)
+    for param in ctx.command.params:
+        if param.name not in set_here:
+            continue
+        value = ctx.params[param.name]
+        if param.param_type_name == "argument":
+            words.append(str(value))
+            continue
+        name = param.opts[0]  # as declared first: -o, -n, --quiet
+        if getattr(param, "is_flag", False):
+            words += [name] if value else []
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            words += [name, str(item.value if isinstance(item, Enum) else item)]
+    return words
+
+
 # ---- the options given -> the library's roles ----
 
 def given(ctx: typer.Context) -> set[str]:

@@ -286,3 +286,27 @@ def test_a_permanent_outage_ends_a_library_run_after_its_finished_records(server
             got.append(record["id"])
     assert got == [0]
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [0]  # finished work kept
+
+
+def test_a_permanent_outage_ends_the_cli_with_one_line_and_the_resume_command(server_factory, tmp_path):
+    """Past --give-up-after: the finished records are written, the sidecar kept, one line
+    says what failed, the next says how to resume; exit 1."""
+    from typer.testing import CliRunner
+
+    from bon.cli import app
+
+    server = server_factory(fail_after=2)  # the first record's two matches, then down for good
+    src = tmp_path / "q.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "query": f"q{i}", "candidates": ["a", "bb", "ccc"]}) + "\n"
+                           for i in range(3)))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["select", str(src), "-o", str(out), "--base-url", server.url, "--judge", "m",
+                                      "--votes", "1", "--concurrency", "1", "--give-up-after", "2", "-q"])
+    assert result.exit_code == 1, result.output
+    error, resume = result.stderr.strip().splitlines()
+    assert error.startswith("bon: error: ") and "gave up after 2 s" in error and "answered 503" in error
+    assert resume.startswith("bon: continue with: bon select ") and resume.endswith(" --resume")
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [0]
+    assert (tmp_path / "out.jsonl.bon-cache.jsonl").exists()
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["status"] == "failed"
