@@ -148,6 +148,24 @@ def test_unreachable_server_ends_the_run_with_one_line(tmp_path):
     assert SECRET not in result.stderr
 
 
+def test_the_readme_python_api_example_on_the_real_server(server):
+    """README's "Python API" example, with the openai backend against the real `vllm serve`."""
+    import bon
+
+    judge = bon.Judge("smol", backend="openai", base_url=server, request_seed=False, max_tokens=24)
+    with judge:
+        sel = judge.select("What is 2+2?", ["4", "5", "22"], votes=3, seed=0)
+        assert sel.best == ["4", "5", "22"][sel.best_index] and sel.record["best"] == sel.best
+        assert sel.record["tournament"]["judge"] == "openai:smol" and sel.record["usage"]["judge_samples"] >= 2 * 3
+        m = judge.compare("What is 2+2?", "4", "5", votes=3)
+        assert m.winner in (0, 1) and sum(m.tally.values()) == len(m.votes) >= 3
+        assert all(isinstance(v["reasoning"], str) and v["reasoning"] for v in m.votes)
+        with bon.Policy("smol", base_url=server, request_seed=False, max_tokens=12) as policy:
+            outs = list(bon.run([{"id": "q1", "query": "Say hi."}], policy=policy, judge=judge, n=2, votes=1))
+    assert [o["id"] for o in outs] == ["q1"] and len(outs[0]["candidates"]) == 2
+    assert outs[0]["best"] in outs[0]["candidates"]
+
+
 def test_compare_streams_from_the_real_server(server):
     result = subprocess.run(
         [sys.executable, "-m", "bon", "compare", "--query", "What is 2 + 2?", "4", "5", "--judge", "smol",
