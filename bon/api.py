@@ -9,6 +9,7 @@ for its caller to report. It never prints: progress goes to the hooks it is give
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -246,6 +247,9 @@ class Run:
         try:
             async for out in self.stream():
                 yield out
+        except (GeneratorExit, asyncio.CancelledError):  # the caller stopped early: resumable
+            self.status = "interrupted"
+            raise
         finally:
             self.close()
 
@@ -311,8 +315,9 @@ async def arun(records, policy: Policy | None = None, judge: Judge | None = None
     max_pairs, early_stop, group_by_answer, concurrency, query_field, candidates_field,
     output, resume, overwrite, on_bad_line, shard.
     """
-    async for out in make_run(records, policy, judge, **settings):
-        yield out
+    async with contextlib.aclosing(make_run(records, policy, judge, **settings).__aiter__()) as outputs:
+        async for out in outputs:  # closed at once when the caller stops early: files end clean
+            yield out
 
 
 def run(records, policy: Policy | None = None, judge: Judge | None = None, **settings: Any) -> Iterator[dict[str, Any]]:

@@ -139,3 +139,14 @@ def test_on_bad_line_skip_goes_on_past_bad_input_dicts(scripted, caplog):
         outs = list(bon.run(rows, judge=judge, votes=1, on_bad_line="skip"))
     assert [o["best"] for o in outs] == ["yy", "zzz"] and [o["id"] for o in outs] == [0, 2]
     assert "skipped line 2: `query` must be a non-empty string" in caplog.text
+
+
+def test_a_caller_that_stops_early_leaves_a_resumable_output(tmp_path, scripted):
+    out = tmp_path / "out.jsonl"
+    with bon.Judge("jud", backend="scripted") as judge:
+        for record in bon.run(WITH_CANDIDATES, judge=judge, votes=1, output=out, concurrency=1):
+            break
+        manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+        assert manifest["status"] == "interrupted" and (tmp_path / "out.jsonl.bon-cache.jsonl").exists()
+        rest = list(bon.run(WITH_CANDIDATES, judge=judge, votes=1, output=out, resume=True))
+    assert [r["id"] for r in rest] == [1, 2, 3, 4] and len(out.read_text().splitlines()) == 5
