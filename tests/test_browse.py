@@ -1,6 +1,7 @@
 """`bon browse`: driven headless by Textual's pilot, and once in a real terminal (tmux)."""
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -18,9 +19,14 @@ def rows(app) -> list[str]:
     return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
 
-async def loaded(app, pilot):
-    while not app.done:
-        await pilot.pause(0.05)
+@contextlib.asynccontextmanager
+async def browsing(size=(120, 40)):
+    """The browser on the fixture run, headless, once its records are read."""
+    app = BrowseApp(str(FIXTURE))
+    async with app.run_test(size=size) as pilot:
+        while not app.done:
+            await pilot.pause(0.05)
+        yield app, pilot
 
 
 def test_every_where_kind_is_a_toggle():
@@ -32,9 +38,7 @@ def test_list_filters_and_search():
 
 
 async def list_filters_and_search():
-    app = BrowseApp(str(FIXTURE))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(app, pilot)
+    async with browsing() as (app, pilot):
         assert rows(app) == ["r1", "7", "bad"]
         table = app.query_one(DataTable)
         assert [str(c) for c in table.get_row_at(0)[2:]] == ["#2", "tiebreak disagree invalid truncated"]
@@ -56,9 +60,7 @@ def test_enter_opens_a_record_with_its_votes_reasoning_and_q_goes_back():
 
 
 async def enter_opens_a_record():
-    app = BrowseApp(str(FIXTURE))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(app, pilot)
+    async with browsing() as (app, pilot):
         await pilot.press("enter")
         screen = app.screen
         assert isinstance(screen, RecordScreen) and screen.record["id"] == "r1"
@@ -94,9 +96,7 @@ def test_a_long_run_lists_its_first_rows_and_says_how_many_match(monkeypatch):
     monkeypatch.setattr(bon.browse, "MAX_ROWS", 2)
 
     async def check():
-        app = BrowseApp(str(FIXTURE))
-        async with app.run_test(size=(160, 40)) as pilot:
-            await loaded(app, pilot)
+        async with browsing((160, 40)) as (app, pilot):
             assert rows(app) == ["r1", "7"]
             assert "(first 2 of 3 matching: search or filter to narrow)" in str(app.query_one("#status", Static).render())
             await pilot.press("e")  # the filters reach records past the cap
