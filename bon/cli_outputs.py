@@ -47,8 +47,10 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or the record, or the --where list as JSON lines) as JSON.")] = False,
     pager: Annotated[bool, typer.Option(help="Open long output in a pager when stdout is a terminal.")] = True,
 ) -> None:
-    """Read a run: a summary of the judge's behaviour, the records where something happened
-    (--where), or one record's bracket with every vote."""
+    """Read a run: the judge's figures, the records where something happened, or one record.
+
+    Without options, a summary of the judge's behaviour; with --where, one line per record
+    that matched; with --id or --index, that record's bracket with every vote."""
     from bon.show import Summary, load_records, make_console, print_long, render_record, render_summary, where_line, where_row
 
     handle = open_run(file)
@@ -99,8 +101,10 @@ def score(
     check: Annotated[Check, typer.Option(help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify.")] = Check.exact,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Best-of-N accuracy against references: bon's pick beside the oracle, the first candidate
-    and the majority vote over final answers."""
+    """Best-of-N accuracy against references, beside the oracle, first pick and majority vote.
+
+    bon's pick is scored beside the oracle (any candidate right), the first candidate and
+    the majority vote over final answers."""
     from bon.evaluate import Checker, ScoreReport
     from bon.show import load_records, make_console
 
@@ -290,8 +294,10 @@ def plan(
 def browse(
     file: Annotated[str, typer.Argument(help="A bon output file.", show_default=False)],
 ) -> None:
-    """A terminal browser for a run: the records (/ to search, letters toggle the --where filters);
-    Enter opens one with its bracket and each vote's full reasoning; q or Escape goes back."""
+    """A terminal browser for a run: its records, their brackets and each vote's reasoning.
+
+    / searches, letters toggle the --where filters; Enter opens a record with its bracket
+    and each vote's full reasoning; q or Escape goes back."""
     try:
         from bon.browse import BrowseApp
     except ImportError as exc:

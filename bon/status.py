@@ -98,8 +98,10 @@ def status(
     output: Annotated[Path, typer.Argument(help="The -o OUTPUT of a bon run, sample or select (running or stopped).", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON (for dashboards and scripts).")] = False,
 ) -> None:
-    """A job's progress, ETA and state (running, complete, interrupted, failed) from its manifest;
-    for a stopped job, the command that resumes it."""
+    """A job's progress, ETA and state, from its manifest; how to resume a stopped one.
+
+    The state is the manifest's word: running, complete, interrupted or failed; for a job
+    that is not running, the command that resumes it."""
     from bon.errors import UsageError
 
     try:
