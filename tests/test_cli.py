@@ -223,10 +223,14 @@ def test_import_and_help_load_neither_torch_nor_vllm():
 
 @pytest.mark.parametrize("command", ["run", "sample", "select", "compare", "eval", "show", "score", "merge",
                                      "status", "pairs", "plan", "browse"])
-def test_help_at_80_columns_prints_every_option_name_whole_with_its_default(command):
+def test_help_at_80_columns_prints_every_option_name_whole_with_its_default(command, monkeypatch):
     import click
+    from typer import rich_utils
 
-    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    # As `COLUMNS=80 bon run --help` in a fresh process: Typer reads TERMINAL_WIDTH once, at
+    # import, so a width another test set must not stick.
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", None)
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"})
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
@@ -242,6 +246,14 @@ def test_help_at_80_columns_prints_every_option_name_whole_with_its_default(comm
         for panel in ("Models", "Tournament", "Decoding", "Servers", "vLLM engine", "Batch job", "Input and output"):
             assert f"─ {panel} ─" in result.stdout
         assert "2 × votes" in result.stdout  # not swallowed as markup
+        import os
+        import subprocess
+        import sys
+
+        real = subprocess.run([sys.executable, "-m", "bon", "run", "--help"], capture_output=True, text=True,
+                              env={k: v for k, v in os.environ.items() if k != "TERMINAL_WIDTH"} | {"COLUMNS": "80"})
+        # what a person at an 80-column terminal sees: the same text, but for the program name
+        assert real.stdout.replace("python -m bon run", "root run").split() == result.stdout.split()
 
 
 def test_a_flag_the_backend_does_not_take_is_a_usage_error(tmp_path, scripted):
