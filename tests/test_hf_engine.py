@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import os
 import subprocess
 import sys
@@ -89,6 +90,9 @@ def test_sample_piped_into_select_on_the_real_model(tmp_path, smollm2):
     assert sample.wait(timeout=60) == 0
     assert select.returncode == 0, select.stderr
     assert "bon: 2 records" in select.stderr
+    # stderr holds bon's own lines: one saying what loaded where, no weight-loading bar
+    assert re.search(rf"^bon: {re.escape(smollm2)} loaded on hf \(cpu, float32\) in [\d.]+ s$", select.stderr, re.M)
+    assert "Loading weights" not in select.stderr and "%|" not in select.stderr
     records = read_jsonl(select.stdout)
     assert [r["id"] for r in records] == ["a", "b"]
     for record in records:

@@ -8,11 +8,15 @@ without knowing about each other.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 
 from bon.config import EngineConfig
 from bon.engines.base import BackendUnavailable, Completion, EngineError, Generation, GenerationRequest, chat_prompt_ids
 from bon.tournament.seeds import derive_seed
+
+log = logging.getLogger("bon")  # the CLI shows bon's INFO lines on stderr ("bon: …")
 
 @dataclass
 class _Pending:
@@ -43,9 +47,10 @@ class HFEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        if config.quiet:
+        if not config.verbose:  # stderr holds bon's own lines: no weight-loading bars
             hf_logging.disable_progress_bar()
 
+        started = time.monotonic()
         device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             tokenizer = AutoTokenizer.from_pretrained(config.model)
@@ -57,6 +62,8 @@ class HFEngine:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        log.info("%s loaded on hf (%s, %s) in %.1f s", config.model, device, str(model.dtype).removeprefix("torch."),
+                 time.monotonic() - started)
         return cls(config, tokenizer, model, device)
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
