@@ -33,7 +33,9 @@ class Strategy(str, Enum):
     elo = "elo"
 
 
-class Grouping(str, Enum):
+class AnswerCheck(str, Enum):
+    """How final answers compare (bon/answers.py): `bon score --check`, `--group-by-answer`."""
+
     exact = "exact"
     math = "math"
 
@@ -66,12 +68,18 @@ def required(name: str, help: str, panel: str) -> Flag:
                 inspect.Parameter.empty)
 
 
+# Options the commands that read outputs (bon/cli_outputs.py) take too.
+QUERY_FIELD = flag("query_field", str, "query", "Input field holding the query (e.g. prompt, problem).", IO)
+CANDIDATES_FIELD = flag("candidates_field", str, "candidates", "Input field holding candidate responses (e.g. "
+                        "responses).", IO)
+OVERWRITE = flag("overwrite", bool, False, "Start OUTPUT over if it exists.", JOB, "--overwrite")
+
 INPUT = [argument("input", "JSONL file (- for stdin), Parquet file, saved Hugging Face dataset folder, or hf:ORG/NAME.")]
 IO_FLAGS = [
     flag("output", Optional[Path], None, "Write records here (with a sidecar and a manifest) instead of stdout.",
          IO, "-o", "--output", show=False),
-    flag("query_field", str, "query", "Input field holding the query (e.g. prompt, problem).", IO),
-    flag("candidates_field", str, "candidates", "Input field holding candidate responses (e.g. responses).", IO),
+    QUERY_FIELD,
+    CANDIDATES_FIELD,
     flag("split", Optional[str], None, "Which split of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk "
          "folder).", IO, show="the only one"),
     flag("config", Optional[str], None, "The dataset configuration (hf:ORG/NAME inputs).", IO, "--config",
@@ -117,7 +125,7 @@ TOURNAMENT_FLAGS = VOTES + SEED + [
          "equally.", TOURNAMENT, min=1, show="all"),
     flag("early_stop", bool, False, "Stop drawing a match's votes once the majority is decided.", TOURNAMENT,
          "--early-stop"),
-    flag("group_by_answer", Optional[Grouping], None, "Candidates with the same final answer form a team that never "
+    flag("group_by_answer", Optional[AnswerCheck], None, "Candidates with the same final answer form a team that never "
          "plays itself (exact, or math: math-verify).", TOURNAMENT, show="off"),
 ]
 ROLE_SERVERS = [
@@ -173,7 +181,7 @@ DEBUG = [flag("debug", bool, False, "Show tracebacks on errors.", JOB, "--debug"
 JOB_FLAGS = CONCURRENCY + [
     flag("resume", bool, False, "Continue OUTPUT: skip records already there, reuse finished work from its "
          "sidecar.", JOB, "--resume"),
-    flag("overwrite", bool, False, "Start OUTPUT over if it exists.", JOB, "--overwrite"),
+    OVERWRITE,
     flag("shard", Optional[str], None, "A deterministic 1/N of the input by id: I/N, or auto (a Slurm array, a "
          "Kubernetes Indexed Job with --shards, or RANK/WORLD_SIZE); join with bon merge.", JOB, show="all"),
     flag("shards", Optional[int], None, "With --shard auto in a Kubernetes Indexed Job: the Job's completions.",

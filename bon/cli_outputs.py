@@ -16,14 +16,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from bon import config as defaults
+from bon.cli_args import CANDIDATES_FIELD, OVERWRITE, QUERY_FIELD, AnswerCheck, Strategy
 from bon.errors import UsageError
-from bon.records import input_lines
 from bon.sources import input_rows
 from bon.show import WHERE_KINDS
 
-QueryField = Annotated[str, typer.Option(help="Input field holding the query (e.g. prompt, problem).")]
-CandidatesField = Annotated[str, typer.Option(help="Input field holding candidate responses (e.g. responses).")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start OUTPUT over if it exists.")]
+QueryField, CandidatesField, Overwrite = (f.annotation for f in (QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE))
 
 WhereKind = Enum("WhereKind", {kind: kind for kind in WHERE_KINDS}, type=str)
 
@@ -90,15 +89,10 @@ def show(
 
 
 
-class Check(str, Enum):
-    exact = "exact"
-    math = "math"
-
-
 def score(
     file: Annotated[str, typer.Argument(help="A bon output file (with candidates and best), or -.", show_default=False)],
     reference_field: Annotated[str, typer.Option(help="Field holding the reference answer.")] = "answer",
-    check: Annotated[Check, typer.Option(help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify.")] = Check.exact,
+    check: Annotated[AnswerCheck, typer.Option(help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify.")] = AnswerCheck.exact,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Best-of-N accuracy against references, beside the oracle, first pick and majority vote.
@@ -137,9 +131,9 @@ def merge(
     files: Annotated[list[Path], typer.Argument(help="Shard outputs (from --shard I/N runs).", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="The merged file.", show_default=False)],
     input: Annotated[Optional[str], typer.Option("--input", help="The input the shards came from, for input order [default: from the shards' manifests].", show_default=False)] = None,
-    query_field: QueryField = "query",
-    candidates_field: CandidatesField = "candidates",
-    overwrite: Overwrite = False,
+    query_field: QueryField = QUERY_FIELD.default,
+    candidates_field: CandidatesField = CANDIDATES_FIELD.default,
+    overwrite: Overwrite = OVERWRITE.default,
 ) -> None:
     """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any)."""
     from bon.checkpoint import manifest_path
@@ -212,8 +206,8 @@ def pairs(
     mode: Annotated[PairMode, typer.Option(help="matches: one pair per judged match; best-vs-rest: the winner against every other candidate; best-vs-worst: against the first eliminated (knockout) or the lowest rated (elo).")] = PairMode.matches,
     min_margin: Annotated[float, typer.Option(help="Drop pairs whose margin (the winner's share of valid votes, or the elo rating gap) is below this.")] = 0.0,
     conversational: Annotated[bool, typer.Option("--conversational", help="TRL's conversational format: the prompt as messages, chosen and rejected as one assistant message each (always so for `messages` input).")] = False,
-    query_field: QueryField = "query",
-    overwrite: Overwrite = False,
+    query_field: QueryField = QUERY_FIELD.default,
+    overwrite: Overwrite = OVERWRITE.default,
 ) -> None:
     """Preference pairs (prompt, chosen, rejected) from a run's judged matches, for DPO-style training."""
     from bon.pairs import PairCounts, all_pairs
@@ -232,25 +226,20 @@ def pairs(
     typer.echo(f"bon: {counts.line()}" + (f" -> {output}" if output else ""), err=True)
 
 
-class PlanStrategy(str, Enum):
-    knockout = "knockout"
-    elo = "elo"
-
-
 def plan(
     input: Annotated[str, typer.Argument(help="JSONL input (as for run or select), or - for stdin.", show_default=False)],
-    n: Annotated[int, typer.Option("-n", "--n", min=2, help="Candidates per query, for records without their own.")] = 8,
-    votes: Annotated[int, typer.Option(min=1, help="Judgments per match.")] = 3,
-    strategy: Annotated[PlanStrategy, typer.Option(help="knockout: n-1 matches; elo: every pair (or --max-pairs).")] = PlanStrategy.knockout,
+    n: Annotated[int, typer.Option("-n", "--n", min=2, help="Candidates per query, for records without their own.")] = defaults.DEFAULT_N,
+    votes: Annotated[int, typer.Option(min=1, help="Judgments per match.")] = defaults.DEFAULT_VOTES,
+    strategy: Annotated[Strategy, typer.Option(help="knockout: n-1 matches; elo: every pair (or --max-pairs).")] = Strategy.knockout,
     max_pairs: Annotated[Optional[int], typer.Option(min=1, help="elo: play only this many pairs.", show_default="all")] = None,
     max_votes: Annotated[Optional[int], typer.Option(min=1, help="Vote budget per match.", show_default="2 × votes")] = None,
     early_stop: Annotated[bool, typer.Option("--early-stop", help="Plan for early stopping (the fewest samples then need ⌈votes/2⌉ a match).")] = False,
-    group_by_answer: Annotated[Optional[str], typer.Option(help="Plan an answer-aware run (exact or math): records with candidates are grouped by their answers; others count as all different.", show_default="off")] = None,
+    group_by_answer: Annotated[Optional[AnswerCheck], typer.Option(help="Plan an answer-aware run (exact or math): records with candidates are grouped by their answers; others count as all different.", show_default="off")] = None,
     seed: Annotated[int, typer.Option(help="The run's seed (it decides which identical candidates meet).")] = 0,
     previous: Annotated[Optional[str], typer.Option("--from", help="A previous bon output: its judge tokens per sample give the total tokens.", show_default=False)] = None,
     tokens_per_second: Annotated[Optional[float], typer.Option(min=0.001, help="The judge engine's generated tokens per second (with --from: hours).", show_default=False)] = None,
-    query_field: QueryField = "query",
-    candidates_field: CandidatesField = "candidates",
+    query_field: QueryField = QUERY_FIELD.default,
+    candidates_field: CandidatesField = CANDIDATES_FIELD.default,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """What judging INPUT will take (matches, judge samples, tokens, hours); nothing is loaded or sent."""
@@ -264,7 +253,8 @@ def plan(
             with open(previous, encoding="utf-8") as handle:
                 per_sample = measured_tokens_per_sample(previous, handle)
         tournament = tournament_config(votes=votes, max_votes=max_votes, seed=seed, early_stop=early_stop,
-                                       strategy=strategy.value, max_pairs=max_pairs, group_by_answer=group_by_answer)
+                                       strategy=strategy.value, max_pairs=max_pairs,
+                                       group_by_answer=group_by_answer and group_by_answer.value)
         records = read_records(input_rows(input), FieldNames(query_field, candidates_field))
         result = make_plan(records, n, tournament, per_sample, tokens_per_second)
     except OSError as exc:
