@@ -83,7 +83,6 @@ class Role:
         elif options.get("base_url") is not None:
             options["base_url"] = tuple(options["base_url"])
         name = backend or default_backend(options.get("base_url"))
-        get_backend(name)
         # log_file: where the engine library's own start-up output goes (None: nowhere) unless verbose
         self.config = EngineConfig(backend=name, model=model, options=resolve_options(name, options), seed=seed,
                                    quiet=quiet, verbose=verbose, log_file=None if log_file is None else str(log_file))

@@ -87,9 +87,7 @@ def check_backend(config: EngineConfig) -> None:
 
 
 async def create_engine(config: EngineConfig) -> Engine:
-    backend = get_backend(config.backend)
-    if config.options is None:
-        config = replace(config, options=backend.options())
+    backend = get_backend(config.backend)  # EngineConfig has filled in its default options
     check_backend(config)
     return await backend.load(config)
 

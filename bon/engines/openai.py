@@ -159,9 +159,8 @@ class OpenAIEngine:
 
     def _arguments(self, request: GenerationRequest) -> dict:
         extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
-        priority = getattr(request, "priority", 0)
-        if priority and self._priority_supported:
-            extra["extra_body"] = {"priority": priority}
+        if request.priority and self._priority_supported:
+            extra["extra_body"] = {"priority": request.priority}
         return dict(model=self.model, messages=request.messages, n=request.n, temperature=request.temperature,
                     top_p=request.top_p, max_tokens=request.max_tokens, stream=True,
                     stream_options={"include_usage": True}, **extra)
