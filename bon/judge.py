@@ -225,7 +225,7 @@ class Referee:
         return usage
 
 
-async def compare(judge: "Referee", question: str, answers: list[str], on_vote=None, on_text=None):
+async def compare(judge: Referee, question: str, answers: list[str], on_vote=None, on_text=None):
     """One match between two answers, for a person watching: votes run one at a time and,
     where the engine streams, their text arrives through `on_text` as it is generated.
 

@@ -171,8 +171,6 @@ def engine_output(config: EngineConfig):
 
 
 def _route_vllm_logger(target: str) -> None:
-    import logging
-
     logger = logging.getLogger("vllm")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
