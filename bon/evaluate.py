@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 from bon.answers import Checker, final_answer, majority_answer  # noqa: F401  (bon score's answer checks live there)
 from bon.records import InputError, decode_lines
 from bon.show import longer_candidate
+from bon.tasks import gather
 from bon.tournament.voting import Vote, split_votes
 from bon.tournament.seeds import derive_seed
 
@@ -174,15 +175,13 @@ class ScoreReport:
 
 async def judge_pair(ask, pair: Pair, votes: int, seed: int) -> list[Vote]:
     """`votes` judgments of chosen (0) vs rejected (1), split evenly between the orders."""
-    import asyncio
-
     chosen_first, rejected_first = split_votes(votes, True)
     asks = []
     if chosen_first:
         asks.append(ask(0, 1, chosen_first, derive_seed(seed, pair.id, "eval", "chosen-first")))
     if rejected_first:
         asks.append(ask(1, 0, rejected_first, derive_seed(seed, pair.id, "eval", "rejected-first")))
-    return [v for batch in await asyncio.gather(*asks) for v in batch]
+    return [v for batch in await gather(*asks) for v in batch]
 
 
 async def evaluate(judge, source: str, fields: PairFields, *, votes: int, seed: int = 0, concurrency: int = 64,

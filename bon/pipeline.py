@@ -12,6 +12,7 @@ engine, or remote servers, stream records straight through both steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from bon.engines.base import Engine, RecordError
 from bon.judge import Referee, Sampler, Usage
 from bon.records import Record, RecordWriter, output_record
 from bon.show import Summary
+from bon.tasks import settle
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,50 +37,64 @@ async def ordered_map(
     """fn over source, at most `concurrency` calls running, results in source order.
 
     An error from `source` (a bad input line) or from `fn` surfaces at its place in the
-    order, after every earlier result has been yielded, and cancels the work after it.
-    Once `stop` is set, nothing new starts; results already finished in order are still
-    yielded, and the rest is cancelled.
+    order, after every earlier result has been yielded. Once `stop` is set, nothing new
+    starts; results already finished in order are still yielded. However it ends (the end,
+    an error, a stop, the caller's cancel or early close), every call it started has ended
+    before it returns: an engine closed after it never sees another request.
     """
     running = asyncio.Semaphore(concurrency)
     # Finished-but-unwritten results wait here behind a slow head; the bound keeps memory flat.
     window: asyncio.Queue = asyncio.Queue(maxsize=4 * concurrency)
+    started: set[asyncio.Future] = set()  # every call not yet yielded, owned here until it ends
     loop = asyncio.get_running_loop()
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else loop.create_future()
 
     async def guarded(item: T) -> R:
         async with running:
+            if stopped.done():  # stopped while it waited for its turn: it starts nothing
+                raise asyncio.CancelledError
             return await fn(item)
 
     async def produce() -> None:
+        items = contextlib.aclosing(source) if hasattr(source, "aclose") else contextlib.nullcontext(source)
         try:
-            async for item in source:
-                if stop is not None and stop.is_set():
-                    break
-                await window.put(asyncio.ensure_future(guarded(item)))
+            async with items:  # closed here, not by the garbage collector after the loop is gone
+                async for item in source:
+                    if stopped.done():
+                        break
+                    task = asyncio.ensure_future(guarded(item))
+                    started.add(task)
+                    await window.put(task)
         except Exception as exc:  # delivered in order, after the records before it
             failed = loop.create_future()
             failed.set_exception(exc)
+            started.add(failed)
             await window.put(failed)
         await window.put(_END)
 
     producer = asyncio.ensure_future(produce())
+    getting: asyncio.Future | None = None
     try:
-        while (task := await window.get()) is not _END:
-            if stop is not None and not task.done():
-                stopped = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-                if not task.done():
-                    task.cancel()
+        while True:
+            if window.empty():  # waiting for input (stdin may be a pipe that stays open): a stop ends the wait
+                getting = asyncio.ensure_future(window.get())
+                await asyncio.wait({getting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
                     break
-            yield await task
+                task = getting.result()
+            else:
+                task = window.get_nowait()
+            if task is _END:
+                break
+            if not task.done():
+                await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done() and (not task.done() or task.cancelled()):
+                break
+            result = await task
+            started.discard(task)
+            yield result
     finally:
-        producer.cancel()
-        while not window.empty():
-            task = window.get_nowait()
-            if task is not _END:
-                task.cancel()
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: the first error is the one reported
+        await settle([producer, stopped, *started, *([getting] if getting else [])])
 
 
 async def iterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
@@ -215,42 +231,50 @@ class Pipeline:
             pass
         return self.stats
 
+    def _window(self, records, step):
+        """`step` over records in order through the concurrency window, closed on leaving the
+        `async with` (whatever ends it), so no record's work outlives it into the engines' close."""
+        return contextlib.aclosing(ordered_map(iterate(records), step, self.concurrency, self._stop))
+
     async def stream(self, records: Iterable[Record] | AsyncIterable[Record]) -> AsyncIterator[dict]:
         """The output records in input order, each written (when there is a writer) before it is yielded."""
-        self._stop = asyncio.Event()
+        self._stop = stop = asyncio.Event()
         if self.stats.interrupted:
-            self._stop.set()
-        stop = self._stop
+            stop.set()
         try:
             if self.phased and self.make_sampler and self.make_judge and self.replay is not None:
-                async for _ in ordered_map(iterate(records), self._sample, self.concurrency, stop):
-                    pass  # each record's candidates are in the sidecar now
+                async with self._window(records, self._sample) as sampled:
+                    async for _ in sampled:
+                        pass  # each record's candidates are in the sidecar now
                 if self.policy:
                     await self.policy.close()  # free its memory before the judge loads
                 if not stop.is_set():
                     self.stats.sampled, self.policy = 0, self.replay_policy
-                    async for record in ordered_map(iterate(self.replay()), self._sample_and_judge,
-                                                    self.concurrency, stop):
-                        yield self._emit(record)
+                    async with self._window(self.replay(), self._sample_and_judge) as judged:
+                        async for record in judged:
+                            yield self._emit(record)
             elif self.phased and self.make_sampler and self.make_judge:
                 sampled: list[Record] = []
                 failed: Exception | None = None
                 try:
-                    async for record in ordered_map(iterate(records), self._sample, self.concurrency, stop):
-                        sampled.append(record)
+                    async with self._window(records, self._sample) as window:
+                        async for record in window:
+                            sampled.append(record)
                 except Exception as exc:  # e.g. a bad stdin line: still judge what came before it
                     failed = exc
                 if self.policy:
                     await self.policy.close()  # free its memory before the judge loads
                 if not stop.is_set():  # interrupted while sampling: the sidecar keeps the candidates
-                    async for record in ordered_map(iterate(sampled), self._judge, self.concurrency, stop):
-                        yield self._emit(record)
+                    async with self._window(sampled, self._judge) as judged:
+                        async for record in judged:
+                            yield self._emit(record)
                 if failed is not None:
                     raise failed
             else:
                 # One window for both steps: at most `concurrency` records in flight in all.
-                async for record in ordered_map(iterate(records), self._sample_and_judge, self.concurrency, stop):
-                    yield self._emit(record)
+                async with self._window(records, self._sample_and_judge) as judged:
+                    async for record in judged:
+                        yield self._emit(record)
         finally:
             for engine in (self.policy, self.judge):
                 if engine:

@@ -25,6 +25,7 @@ from typing import Callable
 from bon.config import EngineConfig, ServerOptions
 from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
 from bon.engines.fleet import Endpoint, Fleet, Transient
+from bon.tasks import gather
 
 TRANSIENT_STATUS = (408, 409, 429)  # and every 5xx: the openai client's own retry set
 
@@ -135,7 +136,7 @@ class OpenAIEngine:
                 self._n_supported = False  # e.g. "only n=1 is supported": fall back for good
         if request.n == 1:
             return await self._call(request)
-        parts = await asyncio.gather(*(
+        parts = await gather(*(
             self._call(replace(request, n=1, seed=None if request.seed is None else request.seed + i))
             for i in range(request.n)
         ))

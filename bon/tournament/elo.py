@@ -17,7 +17,6 @@ With answer groups (`teams`), team-mates are not judged: their pair counts as a 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import math
 from collections import defaultdict
@@ -25,6 +24,7 @@ import random
 from typing import Any, Callable
 
 from bon.config import TournamentConfig
+from bon.tasks import gather
 from bon.tournament.knockout import Tournament
 from bon.tournament.seeds import derive_seed
 from bon.tournament.voting import IDENTICAL, SAME_ANSWER, Ask, Match, decide_match
@@ -146,7 +146,7 @@ async def round_robin(
         return match
 
     rng_order = [rng.random() < 0.5 for _ in pairs]
-    matches = list(await asyncio.gather(*(play(slot, i, j) for slot, (i, j) in enumerate(pairs))))
+    matches = list(await gather(*(play(slot, i, j) for slot, (i, j) in enumerate(pairs))))
     wins: dict[tuple[int, int], float] = {}
     for m in matches:
         assert m.b is not None

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bon.config import TournamentConfig
+from bon.tasks import settle
 from bon.tournament.seeds import derive_seed
 from bon.tournament.voting import BYE, IDENTICAL, SAME_ANSWER, Ask, Match, decide_match
 
@@ -167,8 +168,7 @@ async def knockout(
         await asyncio.wait([level[0], ended], return_when=asyncio.FIRST_COMPLETED)
         tournament.winner = ended.result() if ended.done() else level[0].result()[0]
     finally:
-        for future in started:  # on an error or an early end, nothing of this bracket keeps running
-            future.cancel()
+        await settle(started)  # on an error, a cancel or an early end, nothing of this bracket keeps running
     tournament.rounds = [[m for _, _, m in sorted(matches, key=lambda snm: snm[:2])]
                          for matches in recorded if matches]
     return tournament

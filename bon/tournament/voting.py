@@ -11,12 +11,12 @@ vote is recorded as such, never counted as half a vote.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from bon.config import TournamentConfig
+from bon.tasks import gather
 from bon.tournament.seeds import derive_seed
 
 MAJORITY, TIEBREAK, BYE, IDENTICAL = "majority", "tiebreak", "bye", "identical"
@@ -102,7 +102,7 @@ async def decide_match(
             asks.append(ask(a, b, a_first, derive_seed(match_seed, waves - 1, "ab")))
         if b_first:
             asks.append(ask(b, a, b_first, derive_seed(match_seed, waves - 1, "ba")))
-        return [vote for votes in await asyncio.gather(*asks) for vote in votes]
+        return [vote for votes in await gather(*asks) for vote in votes]
 
     def balanced(count: int) -> tuple[int, int]:
         """Split `count` votes so the two orders stay as even as possible overall."""
