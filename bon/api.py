@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import queue
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -205,8 +207,9 @@ class Run:
         self.pipeline = pipeline = self._build()
         records = self.records(self.bad_line)
         source = _threaded(records) if self.source == "-" else records
-        async for out in pipeline.stream(source):
-            yield out
+        async with contextlib.aclosing(pipeline.stream(source)) as outputs:  # closed with this one
+            async for out in outputs:
+                yield out
         self.status = "interrupted" if pipeline.stats.interrupted else "complete"
 
     def request_stop(self) -> None:
@@ -245,8 +248,9 @@ class Run:
         self.check()
         self.open()
         try:
-            async for out in self.stream():
-                yield out
+            async with contextlib.aclosing(self.stream()) as outputs:
+                async for out in outputs:
+                    yield out
         except (GeneratorExit, asyncio.CancelledError):  # the caller stopped early: resumable
             self.status = "interrupted"
             raise
@@ -259,10 +263,42 @@ def _log_bad_line(error: InputError, text: str) -> None:
 
 
 async def _threaded(iterator: Iterator):
-    """Pull a blocking iterator (stdin) from a thread so engines keep working meanwhile."""
+    """Pull a blocking iterator (stdin) on a thread so engines keep working meanwhile.
+
+    A daemon thread of its own, not asyncio's executor: asyncio waits for its executor's
+    threads at exit, so a stop while stdin is still open (the program upstream has not
+    finished) would hang until that program wrote another line.
+    """
+    loop = asyncio.get_running_loop()
     end = object()
-    while (item := await asyncio.to_thread(next, iterator, end)) is not end:
-        yield item
+    wanted: queue.SimpleQueue = queue.SimpleQueue()  # a future per item asked for; None: stop
+
+    def pull() -> None:
+        while (future := wanted.get()) is not None:
+            try:
+                outcome = (future.set_result, next(iterator, end))
+            except Exception as exc:  # a bad line: raised where the item was asked for
+                outcome = (future.set_exception, exc)
+            try:
+                loop.call_soon_threadsafe(_fulfil, future, *outcome)
+            except RuntimeError:  # the loop has closed: nobody is waiting
+                return
+
+    threading.Thread(target=pull, name="bon-stdin", daemon=True).start()
+    try:
+        while True:
+            future = loop.create_future()
+            wanted.put(future)
+            if (item := await future) is end:
+                return
+            yield item
+    finally:
+        wanted.put(None)
+
+
+def _fulfil(future: asyncio.Future, setter, value) -> None:
+    if not future.cancelled():
+        setter(value)
 
 
 def _decoding(sampling) -> dict[str, Any]:

@@ -12,6 +12,7 @@ library's check — an option the chosen backend does not take is an error — c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -254,9 +255,10 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
     data = None if params["output"] else RecordWriter(_data_stdout())
 
     async def write() -> None:
-        async for out in run.stream():
-            if data:
-                data.write(out)
+        async with contextlib.aclosing(run.stream()) as outputs:
+            async for out in outputs:
+                if data:
+                    data.write(out)
 
     async def main() -> None:
         signals.stop_with(run.request_stop)

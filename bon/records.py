@@ -212,10 +212,35 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def _stdin_lines() -> Iterator[bytes]:
+    """stdin's lines, read with os.read rather than through sys.stdin's buffer.
+
+    A run reads stdin on a daemon thread that may still be waiting for a line when the run
+    stops (the program upstream has not finished). Python's shutdown aborts the process if
+    such a thread holds sys.stdin's buffer lock ("could not acquire lock … at interpreter
+    shutdown"); a plain os.read holds no lock.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a caller (a test runner's stream)
+        yield from sys.stdin.buffer
+        return
+    pending = bytearray()
+    while chunk := os.read(fd, 1 << 16):
+        start, search_from = 0, len(pending)  # what is pending holds no newline
+        pending += chunk
+        while (end := pending.find(b"\n", search_from)) >= 0:
+            yield bytes(pending[start:end + 1])
+            start = search_from = end + 1
+        del pending[:start]
+    if pending:
+        yield bytes(pending)
+
+
 def input_lines(path: str) -> Iterator[bytes]:
     """The raw lines of a JSONL file, or of stdin for `-`."""
     if path == "-":
-        yield from sys.stdin.buffer
+        yield from _stdin_lines()
         return
     try:
         with open(path, "rb") as handle:
