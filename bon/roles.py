@@ -52,7 +52,23 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
             raise UsageError("a sync bon call from inside bon's own loop would wait forever: use the async form")
     except RuntimeError:
         pass  # no loop in this thread
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+    ended = threading.Event()
+
+    async def watched() -> T:
+        try:
+            return await coroutine
+        finally:
+            ended.set()
+
+    future = asyncio.run_coroutine_threadsafe(watched(), loop)
+    try:
+        return future.result()
+    except BaseException:
+        # Interrupted (Ctrl-C in a notebook): the call is cancelled on bon's loop and has
+        # ended there before this returns, so nothing of it runs on behind the caller's back.
+        future.cancel()
+        ended.wait()
+        raise
 
 
 class _OnLoop:
@@ -129,8 +145,15 @@ class Role:
 
     async def aclose(self) -> None:
         """Shut the engine down (freeing its GPU memory); the next call loads it again."""
-        engine, loop = self._engine, self._loop
+        engine, loading, loop = self._engine, self._loading, self._loop
         self._engine = self._loading = self._loop = None
+        if engine is None and loading is not None and loop is asyncio.get_running_loop():
+            # Stopped while it loads: a load cannot be abandoned half-way (its threads and
+            # processes go on), so let it end and shut down what it made.
+            try:
+                engine = await asyncio.shield(loading)
+            except Exception:
+                return  # it failed to load: nothing to shut down (its caller reports why)
         if engine is None:
             return
         if loop is not None and loop is not asyncio.get_running_loop() and loop.is_running():

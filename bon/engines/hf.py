@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from bon.config import EngineConfig
 from bon.engines.base import BackendUnavailable, Completion, EngineError, Generation, GenerationRequest, chat_prompt_ids
+from bon.tasks import settle
 from bon.tournament.seeds import derive_seed
 
 log = logging.getLogger("bon")  # the CLI shows bon's INFO lines on stderr ("bon: …")
@@ -152,6 +153,11 @@ class HFEngine:
         return results
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            home = worker.get_loop()
+            if home is asyncio.get_running_loop():
+                await settle([worker])  # a batch already on its thread still ends there
+            elif not home.is_closed():
+                home.call_soon_threadsafe(worker.cancel)
         self.model = None
