@@ -5,23 +5,49 @@ For tests that need a real process (signals, SIGKILL, resume) but a deterministi
 BON_TEST_LATENCY: seconds per request; BON_TEST_LOG: file that gets one line per request
 (its sidecar keys); BON_TEST_FAIL_ON: a query text whose requests fail for that record alone;
 BON_TEST_CLOSE_LATENCY: seconds an engine takes to shut down (vLLM's can take several);
-BON_TEST_CLOSE_LOG: file that gets "close started" and "close finished" lines.
+BON_TEST_CLOSE_LOG: file that gets "close started" and "close finished" lines;
+BON_TEST_SIGNAL_AT=K (with BON_TEST_SIGNAL, default SIGTERM): the process signals itself
+while its K-th request is in flight; BON_TEST_BREAK_AT=K: the K-th request fails as a dead
+engine does (EngineError).
+
+Like a real engine, a closed one refuses requests; that, and a model loaded again after its
+engine was closed, also print a "scripted:" line on stderr (a run that stops cleanly does neither).
 """
 
 import asyncio
+import itertools
 import json
 import os
+import signal
 import sys
 
 from bon.checkpoint import request_key
 from bon.config import HFOptions, ServerOptions
 from bon.engines import Backend, register_backend
-from bon.engines.base import RecordError
+from bon.engines.base import EngineError, RecordError
 from bon.engines.scripted import ScriptedEngine
 
 
+REQUESTS = itertools.count(1)  # this process's requests, every engine's
+CLOSED_MODELS = set()
+
+
+def env_int(name):
+    return int(os.environ.get(name) or 0)
+
+
 class TestEngine(ScriptedEngine):
+    closed = False
+
     async def generate(self, request):
+        if self.closed:  # as the openai client and vLLM's engine do: a closed engine takes no request
+            print("scripted: a request after its engine was closed", file=sys.stderr, flush=True)
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        number = next(REQUESTS)
+        if number == env_int("BON_TEST_SIGNAL_AT"):  # this request is in flight when the signal lands
+            os.kill(os.getpid(), signal.Signals[os.environ.get("BON_TEST_SIGNAL", "SIGTERM")])
+        if number == env_int("BON_TEST_BREAK_AT"):
+            raise EngineError("scripted: the engine died")
         fail_on = os.environ.get("BON_TEST_FAIL_ON")
         if fail_on and fail_on in request.messages[-1]["content"]:
             raise RecordError(f"scripted: rejected a request of {fail_on!r}")
@@ -32,6 +58,8 @@ class TestEngine(ScriptedEngine):
         return await super().generate(request)
 
     async def close(self):
+        self.closed = True
+        CLOSED_MODELS.add(self.model)
         note("close started")
         await asyncio.sleep(float(os.environ.get("BON_TEST_CLOSE_LATENCY", "0")))
         note("close finished")
@@ -45,8 +73,12 @@ def note(line):
 
 
 async def create_engine(config):
+    if config.model in CLOSED_MODELS:
+        print(f"scripted: {config.model} loaded again after its engine was closed", file=sys.stderr, flush=True)
     latency = float(os.environ.get("BON_TEST_LATENCY", "0"))
-    return TestEngine(latency=(lambda request: latency) if latency else None, keep_requests=False)
+    engine = TestEngine(latency=(lambda request: latency) if latency else None, keep_requests=False)
+    engine.model = config.model
+    return engine
 
 
 register_backend(Backend("scripted", HFOptions, create_engine, local=True))

@@ -6,26 +6,22 @@ import shutil
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import read_jsonl, wait_until, write_jsonl
+from conftest import SCRIPTED_BON, read_jsonl, scripted_bon, wait_until, write_jsonl
 
-HELPER = [sys.executable, str(Path(__file__).parent / "scripted_bon.py")]
 QUERIES = [{"id": f"q{i:02d}", "query": f"question number {i}"} for i in range(24)]
 RUN = ["run", "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "4", "--votes", "3", "--concurrency", "3"]
 
 
-def bon(*args, env=None, **kwargs):
-    return subprocess.run(HELPER + [str(a) for a in args], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, **(env or {})), **kwargs)
+bon = scripted_bon
 
 
 def start(*args, env=None):
-    return subprocess.Popen(HELPER + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen(SCRIPTED_BON + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, **(env or {})))
 
 

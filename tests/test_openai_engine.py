@@ -14,7 +14,7 @@ import pytest
 from bon.config import EngineConfig, ServerOptions
 from bon.engines.base import GenerationRequest
 from bon.engines.openai import OpenAIEngine
-from conftest import read_jsonl, wait_until, write_jsonl
+from conftest import assert_clean, read_jsonl, wait_until, write_jsonl
 from fault_server import free_port
 from recording_proxy import RecordingProxy
 
@@ -230,3 +230,43 @@ def test_a_bon_run_rides_out_a_killed_and_a_terminated_server(vllm_server, tmp_p
         repeated = [i for i in done for body in after if f"list {i}?" in json.dumps(body)]
         assert not repeated, f"after {sig.name} the server was asked again for finished records {repeated}"
     assert "bon: error" not in (tmp_path / "bon.log").read_text()
+
+
+def test_stops_against_the_real_server_are_clean_every_time(vllm_server, server, tmp_path):
+    """One `bon select -o` against the real server stopped three times, each time just as a
+    request reaches the server (the proxy sees it arrive): SIGTERM before any record is
+    written, SIGINT and SIGTERM after some are. Each stop: its exit code, the resume line,
+    whole records in order, and nothing else on stderr (issue 13: a closed client asked for
+    more, "Task exception was never retrieved"); the last resume completes the job."""
+    proxy = RecordingProxy(vllm_server.port)
+    rows = [{"id": i, "query": f"Which list is right, {i}?", "candidates": ["one two three" + " four" * (i % 3), "one two"]}
+            for i in range(10)]
+    queries, out = write_jsonl(tmp_path / "q.jsonl", rows), tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "bon", "select", str(queries), "-o", str(out), "--judge", "smol",
+               "--base-url", proxy.url, "--no-request-seed", "--votes", "2", "--judge-max-tokens", "24",
+               "--concurrency", "4"]
+
+    def written() -> list[int]:
+        return [json.loads(line)["id"] for line in out.read_text().splitlines()] if out.exists() else []
+
+    try:
+        for sig, records_first in ((signal.SIGTERM, 0), (signal.SIGINT, 2), (signal.SIGTERM, 4)):
+            process = subprocess.Popen(command + (["--resume"] if out.exists() else []), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, text=True)
+            wait_until(lambda: len(written()) >= records_first, f"{records_first} records", tries=3000, every=0.05)
+            asked = len(proxy.requests)
+            wait_until(lambda: len(proxy.requests) > asked, "a request to the server", tries=3000, every=0.01)
+            process.send_signal(sig)
+            signalled = time.monotonic()
+            _, stderr = process.communicate(timeout=300)  # a hang guard, not a speed check
+            print(f"\n{sig.name} with {len(written())} records written: exited {time.monotonic() - signalled:.1f} s after it")
+            assert_clean(stderr)
+            assert process.returncode == 128 + sig, stderr
+            assert "continue with: bon select" in stderr and "--resume" in stderr
+            assert written() == list(range(len(written()))) and len(written()) < len(rows)
+        finished = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    finally:
+        proxy.close()
+    assert finished.returncode == 0, finished.stderr
+    assert_clean(finished.stderr)
+    assert written() == list(range(len(rows)))

@@ -22,9 +22,8 @@ from bon.cli_outputs import merge
 from bon.progress import RunProgress
 from bon.shards import rerun_commands, shard_of
 from bon.status import status
-from conftest import wait_until, write_jsonl
+from conftest import SCRIPTED_BON, scripted_bon, wait_until, write_jsonl
 
-HELPER = [sys.executable, str(Path(__file__).parent / "scripted_bon.py")]
 QUERIES = [{"id": f"q{i:02d}", "query": f"question number {i}"} for i in range(24)]
 RUN = ["run", "--policy", "p", "--judge", "j", "-n", "4", "--votes", "3", "--concurrency", "3"]
 
@@ -41,9 +40,7 @@ def bon_status(*args):
     return CliRunner().invoke(command_app(status), ["status", *map(str, args)])
 
 
-def bon(*args, env=None, cwd=None):
-    return subprocess.run(HELPER + [str(a) for a in args], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, **(env or {})), cwd=cwd)
+bon = scripted_bon
 
 
 def feed(progress: RunProgress, records: int) -> None:
@@ -189,7 +186,7 @@ def test_resume_command_runs_from_the_directory_the_job_started_in():
 def test_status_follows_a_real_job_killed_mid_run_and_its_resume_command_finishes_it(tmp_path):
     queries = write_jsonl(tmp_path / "q.jsonl", QUERIES)
     out = tmp_path / "out.jsonl"
-    process = subprocess.Popen(HELPER + RUN + [str(queries), "-o", str(out), "-q"], stderr=subprocess.PIPE,
+    process = subprocess.Popen(SCRIPTED_BON + RUN + [str(queries), "-o", str(out), "-q"], stderr=subprocess.PIPE,
                                text=True, env=dict(os.environ, BON_TEST_LATENCY="0.05"))
     wait_until(lambda: out.exists() and out.read_text().count("\n") >= 3, "some records written")
     assert json.loads(bon_status(out, "--json").output)["state"] == "running"

