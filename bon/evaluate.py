@@ -189,6 +189,7 @@ async def evaluate(judge, source: str, fields: PairFields, *, votes: int, seed: 
     """Judge every labelled pair in `source` (a JSONL path or `-`) with `judge` (a bon.Judge):
     `votes` judgments each, split across both orders. With `output`, each pair's votes and
     score are written there as they finish. A file is checked whole before the model loads."""
+    import contextlib
     import json
 
     from bon.config import TournamentConfig
@@ -211,12 +212,13 @@ async def evaluate(judge, source: str, fields: PairFields, *, votes: int, seed: 
 
     out = open(output, "w", encoding="utf-8") if output else None
     try:
-        async for pair, pair_votes in ordered_map(pairs(), one, concurrency):
-            score = report.add(pair, pair_votes)
-            if out:
-                out.write(json.dumps({"id": pair.id, "subset": pair.subset, "score": score,
-                                      "votes": [v.to_json() for v in pair_votes]}, ensure_ascii=False) + "\n")
-                out.flush()
+        async with contextlib.aclosing(ordered_map(pairs(), one, concurrency)) as judged:  # no pair outlives it
+            async for pair, pair_votes in judged:
+                score = report.add(pair, pair_votes)
+                if out:
+                    out.write(json.dumps({"id": pair.id, "subset": pair.subset, "score": score,
+                                          "votes": [v.to_json() for v in pair_votes]}, ensure_ascii=False) + "\n")
+                    out.flush()
     finally:
         if out:
             out.close()

@@ -132,6 +132,26 @@ class LazyEngine:
         self._engine = None
 
 
+class StopGate:
+    """The engine as a record sees it: once the run is stopping it sends nothing more.
+
+    A stop is noticed by the concurrency window on its next turn; until then, a match
+    whose vote just came back would start its next request. Here that request is
+    cancelled instead, so nothing reaches an engine after the stop.
+    """
+
+    def __init__(self, engine: Engine, stop: asyncio.Event | None):
+        self._engine, self._stop = engine, stop
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)  # name, context_limit, count_prompt_tokens
+
+    async def generate(self, request):
+        if self._stop is not None and self._stop.is_set():
+            raise asyncio.CancelledError
+        return await self._engine.generate(request)
+
+
 @dataclass
 class RunStats:
     sampled: int = 0
@@ -190,7 +210,7 @@ class Pipeline:
         if record.candidates is None and self.make_sampler is not None:
             assert self.policy is not None
             try:
-                await self.make_sampler(await self.policy.get()).sample(record)
+                await self.make_sampler(StopGate(await self.policy.get(), self._stop)).sample(record)
             except RecordError as exc:
                 record.output["error"] = str(exc)
                 return record
@@ -200,7 +220,7 @@ class Pipeline:
     async def _judge(self, record: Record) -> Record:
         if self.make_judge is not None and "error" not in record.output:
             assert self.judge is not None
-            judge = self.make_judge(await self.judge.get())
+            judge = self.make_judge(StopGate(await self.judge.get(), self._stop))
             try:
                 self.stats.usage.add(await judge.select(record))
             except RecordError as exc:

@@ -247,3 +247,35 @@ def test_an_interrupted_sync_call_ends_on_bons_loop_before_it_raises(scripted, i
         time.sleep(0.3)
         assert len(scripted.requests) == asked
         assert judge.select("q", ["a", "bb"], votes=1).best == "bb"  # and the judge still works
+
+
+@pytest.mark.parametrize("at", [1, 10, 40])
+def test_after_a_stop_no_request_reaches_the_engine(tmp_path, scripted, at):
+    """The stop lands while the `at`-th request is in the engine (as a signal handler's does,
+    from outside any record): the matches still running start no further request; the run
+    ends interrupted with its finished records written."""
+    import bon
+    from bon.api import make_run
+
+    run = make_run(with_candidates(12), judge=bon.Judge("j", backend="scripted"), votes=3, concurrency=8,
+                   output=tmp_path / "out.jsonl")
+    asked_at_stop = []
+
+    def stop():
+        asked_at_stop.append(len(scripted.requests))
+        run.request_stop()
+
+    def latency(request):
+        if len(scripted.requests) == at:
+            asyncio.get_running_loop().call_soon(stop)
+        return 0.001
+
+    scripted.latency = latency
+
+    async def main():
+        async for _ in run:
+            pass
+
+    asyncio.run(main())
+    assert asked_at_stop and run.status == "interrupted"
+    assert len(scripted.requests) == asked_at_stop[0]  # not one request after the stop
