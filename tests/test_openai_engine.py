@@ -249,11 +249,19 @@ def test_stops_against_the_real_server_are_clean_every_time(vllm_server, server,
     def written() -> list[int]:
         return [json.loads(line)["id"] for line in out.read_text().splitlines()] if out.exists() else []
 
+    def ours(process) -> bool:
+        """This process's run has begun (its manifest says so): requests from now on are its own."""
+        try:
+            return json.loads((tmp_path / "out.jsonl.manifest.json").read_text()).get("pid") == process.pid
+        except (OSError, ValueError):
+            return False
+
     try:
         for sig, records_first in ((signal.SIGTERM, 0), (signal.SIGINT, 2), (signal.SIGTERM, 4)):
             process = subprocess.Popen(command + (["--resume"] if out.exists() else []), stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, text=True)
-            wait_until(lambda: len(written()) >= records_first, f"{records_first} records", tries=3000, every=0.05)
+            wait_until(lambda: ours(process) and len(written()) >= records_first, f"{records_first} records",
+                       tries=3000, every=0.05)
             asked = len(proxy.requests)
             wait_until(lambda: len(proxy.requests) > asked, "a request to the server", tries=3000, every=0.01)
             process.send_signal(sig)
