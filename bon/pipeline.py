@@ -97,13 +97,15 @@ async def ordered_map(
         await settle([producer, stopped, *started, *([getting] if getting else [])])
 
 
-async def iterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+def iterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterable[T]:
+    """`items` as an async iterable: an async one as it is, so whoever closes it closes it
+    (stdin's reader included), not a wrapper around it."""
+    return items if isinstance(items, AsyncIterable) else _from_sync(items)
+
+
+async def _from_sync(items: Iterable[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
 
 
 class LazyEngine:
