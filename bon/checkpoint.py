@@ -267,11 +267,12 @@ class Manifest:
     def __init__(self, path: Path, content: dict[str, Any], update_every: float = 60.0):
         self.path = path
         self._lock = threading.Lock()
+        now = _now()
         self.content = {"bon_version": __version__, "libraries": library_versions(),
-                        "started": _now(), "ended": None, "status": "running", "updated": _now(),
+                        "started": now, "ended": None, "status": "running", "updated": now,
                         "update_every": update_every, "host": socket.gethostname(), "pid": os.getpid(),
                         "cwd": os.getcwd(), "slurm_job": _slurm_job()} | content
-        self.write()
+        self._write()
 
     def update(self, progress: dict[str, Any]) -> None:
         """The latest progress counters (RunProgress.counters()), with the time they were taken."""
@@ -284,13 +285,10 @@ class Manifest:
     def finish(self, status: str, counts: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
         assert status in STATES, status
         with self._lock:
-            self.content |= {"ended": _now(), "updated": _now(), "status": status, "counts": counts}
+            now = _now()
+            self.content |= {"ended": now, "updated": now, "status": status, "counts": counts}
             if progress is not None:
                 self.content["progress"] = progress
-            self._write()
-
-    def write(self) -> None:
-        with self._lock:
             self._write()
 
     def _write(self) -> None:

@@ -85,7 +85,7 @@ def compare(ctx: typer.Context, params: dict) -> None:
     try:
         question, answers = _text_or_file(params["query"]), [_text_or_file(params["a"]), _text_or_file(params["b"])]
         _show_bon_log(as_json)
-        role = judge_from_flags(params, given(ctx), quiet=as_json)
+        role = judge_from_flags(params, given(ctx))
         console = make_console(highlight=False)
 
         def on_vote(number, first, second):
@@ -136,7 +136,7 @@ def eval_(ctx: typer.Context, params: dict) -> None:
 
     try:
         _show_bon_log(params["quiet"])
-        role = judge_from_flags(params, given(ctx), quiet=params["quiet"])
+        role = judge_from_flags(params, given(ctx))
         fields_ = PairFields(*(params[f"{k}_field"] for k in ("prompt", "chosen", "rejected", "subset")))
         report = asyncio.run(_closed_after(evaluate(role, params["input"], fields_, votes=params["votes"],
                                                     seed=params["seed"], concurrency=params["concurrency"],
@@ -228,7 +228,7 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
     _show_bon_log(quiet)
     log_file = engine_log_path(params["output"]) if params["output"] else None
     policy, judge = make_roles(params, given(ctx), sample, select,
-                           dict(quiet=quiet, verbose=params["verbose"], log_file=log_file))
+                           dict(verbose=params["verbose"], log_file=log_file))
     config = RunConfig(n=params.get("n", RunConfig.n), seed=params["seed"],
                        concurrency=params["concurrency"], query_field=params["query_field"],
                        candidates_field=params["candidates_field"], output=params["output"],

@@ -319,6 +319,6 @@ def judge_role(params: dict, backend: str | None, options: dict, engine: dict):
                      max_tokens=params["judge_max_tokens"], template=params["judge_template"], **options)
 
 
-def judge_from_flags(params: dict, given: set[str], quiet: bool):
+def judge_from_flags(params: dict, given: set[str]):
     backend, options = role_options(params, given, "judge")
-    return judge_role(params, backend, options, {"quiet": quiet})
+    return judge_role(params, backend, options, {})

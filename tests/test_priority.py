@@ -94,7 +94,7 @@ def test_the_vllm_engine_runs_lower_priorities_first(smollm2, monkeypatch):
     assert options.to_engine_args()["scheduling_policy"] == "priority"  # bon's default
     loop = asyncio.new_event_loop()
     try:
-        engine = loop.run_until_complete(VLLMEngine.load(EngineConfig("vllm", smollm2, options, quiet=True)))
+        engine = loop.run_until_complete(VLLMEngine.load(EngineConfig("vllm", smollm2, options)))
         try:
             assert engine.priorities
             order = completion_order(engine, [request(0), request(9), request(1)], loop)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from bon.config import EngineConfig, HFOptions, ServerOptions, VLLMOptions
+from bon.config import EngineConfig, HFOptions, ServerOptions, VLLMOptions, option_names
 from bon.engines.base import BackendUnavailable, Completion, Engine, EngineError, Generation, GenerationRequest
 
 __all__ = ["Backend", "BackendUnavailable", "Completion", "Engine", "EngineError", "Generation", "GenerationRequest",
-           "backend_names", "check_backend", "create_engine", "default_backend", "get_backend", "register_backend",
+           "check_backend", "create_engine", "default_backend", "get_backend", "register_backend",
            "resolve_options"]
 
 
@@ -37,10 +37,6 @@ def register_backend(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
 
 
-def backend_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
 def get_backend(name: str) -> Backend:
     try:
         return _REGISTRY[name]
@@ -48,17 +44,17 @@ def get_backend(name: str) -> Backend:
         raise BackendUnavailable(f"unknown backend {name!r} (choose one of {', '.join(_REGISTRY)})") from None
 
 
-def resolve_options(backend: str, given: dict[str, Any], base: Any = None) -> Any:
+def resolve_options(backend: str, given: dict[str, Any]) -> Any:
     """The backend's options from keyword values; a key the backend does not take is an error
     that names the backends which do."""
     options_type = get_backend(backend).options
-    known = {f.name for f in fields(options_type)}
+    known = option_names(options_type)
     for key in given:
         if key not in known:
-            takers = [b.name for b in _REGISTRY.values() if key in {f.name for f in fields(b.options)}]
+            takers = [b.name for b in _REGISTRY.values() if key in option_names(b.options)]
             where = f" (it is for the {' and '.join(takers)} backend{'s' if len(takers) > 1 else ''})" if takers else ""
             raise BackendUnavailable(f"--{key.replace('_', '-')} does not apply to the {backend} backend{where}")
-    return replace(base or options_type(), **given)
+    return options_type(**given)
 
 
 def vllm_installed() -> bool:

@@ -69,7 +69,6 @@ class Fleet:
         self.last_success: float | None = None
         self.busy_since: float | None = None  # when requests last started after none were running
         self._running = 0
-        self.attempts = 0  # every attempt sent, retries included
         self.retries = 0  # attempts after a failed one: the work asked for again
         self._recovered: asyncio.Event | None = None  # set when a down endpoint answers again
 
@@ -100,8 +99,6 @@ class Fleet:
             endpoint.resting_until, endpoint.probing = 0.0, False
             if was_down:
                 self._wake()
-
-    succeeded = alive
 
     def failed(self, endpoint: Endpoint) -> None:
         now = self.clock()
@@ -146,7 +143,6 @@ class Fleet:
                 self._check_deadline(last, what)
                 await self._wait(self._next_wake() - self.clock(), wake_early=True)
                 continue
-            self.attempts += 1
             self.retries += failures > 0
             endpoint.outstanding += 1
             try:
@@ -164,7 +160,7 @@ class Fleet:
             finally:
                 endpoint.outstanding -= 1
                 endpoint.probing = False  # whatever ended the attempt (a refusal, a cancel), the probe is over
-            self.succeeded(endpoint)
+            self.alive(endpoint)
             return result
 
     def _check_deadline(self, last: Transient | None, what: str) -> None:
