@@ -25,7 +25,7 @@ from typing import Callable
 from bon.config import EngineConfig, ServerOptions
 from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
 from bon.engines.fleet import Endpoint, Fleet, Transient
-from bon.tasks import gather
+from bon.tasks import gather, settle
 
 TRANSIENT_STATUS = (408, 409, 429)  # and every 5xx: the openai client's own retry set
 
@@ -91,8 +91,7 @@ class OpenAIEngine:
     """Hooks for the progress display: `on_tokens(count)` is called as tokens arrive (one per
     streamed delta, corrected to the server's count when a request ends; tokens of abandoned
     attempts stay counted, they were generated); `health()` gives (endpoints up, endpoints);
-    `fleet.attempts` / `fleet.retries` count requests sent and sent again, `stalls` the
-    attempts abandoned for silence."""
+    `fleet.retries` counts requests sent again."""
 
     def __init__(self, config: EngineConfig):
         import openai
@@ -119,7 +118,6 @@ class OpenAIEngine:
         self._priority_supported = True
         self._send_seed = options.request_seed
         self.on_tokens: Callable[[int], None] | None = None
-        self.stalls = 0  # attempts abandoned because their endpoint went silent
 
     def health(self) -> tuple[int, int]:
         return self.fleet.healthy(), len(self.endpoints)
@@ -189,12 +187,9 @@ class OpenAIEngine:
                             f"the request timeout ({cap:g} s)"))
                     raise Transient(f"timed out after {cap:g} s")
                 if now >= max(progress["started"], progress["last"], endpoint.last_output) + stall:
-                    self.stalls += 1
                     raise Transient(f"stalled: no output for {stall:g} s")
         finally:
-            if not task.done():
-                task.cancel()  # the stream is closed and its partial output dropped
-                await asyncio.gather(task, return_exceptions=True)
+            await settle([task])  # unfinished: the stream is closed and its partial output dropped
 
     async def _stream(self, endpoint: Endpoint, request: GenerationRequest, progress: dict) -> Generation:
         choices: dict[int, _Choice] = {}
