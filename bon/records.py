@@ -105,16 +105,16 @@ def parse_record(obj: Any, line: int, position: int, fields: FieldNames) -> Reco
     return Record(line=line, id=record_id, data=obj, question=question, messages=messages, candidates=candidates)
 
 
-def decode_lines(lines: Iterable[bytes | str | dict]) -> Iterator[tuple[int, str, Any]]:
+def decode_lines(lines: Iterable[bytes | str | dict]) -> Iterator[tuple[int, str | None, Any]]:
     """(line number, text, decoded JSON value or InputError) per non-blank line.
 
     A UTF-8 BOM and CRLF line ends are accepted; errors are yielded, not raised, so a
-    caller may skip a bad line and go on. A dict is a row already decoded (from Parquet or
-    a dataset, see bon.sources), numbered like a line.
+    caller may skip a bad line and go on. A dict is a record already decoded (a library
+    caller's), numbered like a line; its text is None (`_dumps` it when it is needed).
     """
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, dict):
-            yield number, _dumps(raw), raw
+            yield number, None, raw
             continue
         if isinstance(raw, bytes):
             try:
@@ -157,7 +157,7 @@ def read_records(
         except InputError as error:
             if on_bad_line is None:
                 raise
-            on_bad_line(error, text.rstrip("\r\n"))
+            on_bad_line(error, _dumps(value) if text is None else text.rstrip("\r\n"))
             continue
         seen.add(record.id)
         yield record

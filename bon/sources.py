@@ -1,8 +1,8 @@
 """Where input records come from: JSONL (a file or stdin), Parquet, or a Hugging Face dataset.
 
-`input_rows` gives JSONL lines (bytes) or already-decoded rows (dicts); `read_records`
-takes either, so every form meets the same validation and field mapping, and a row's
-default id is its index. Parquet is read in batches through pyarrow and datasets through
+`input_rows` gives JSONL lines: a Parquet or dataset row becomes one (JSON text, parsed
+once by `read_records` like any other line), so every form meets the same validation and
+field mapping, and a row's default id is its index. Parquet is read in batches through pyarrow and datasets through
 the `datasets` library's own loading and cache (both the optional extra `bon[datasets]`),
 so a large file never sits in memory whole.
 """
@@ -20,7 +20,7 @@ HUB_PREFIX = "hf:"
 EXTRA = 'pip install "bon[datasets]"'
 
 
-def input_rows(path: str, split: str | None = None, config: str | None = None) -> Iterator[bytes | dict]:
+def input_rows(path: str, split: str | None = None, config: str | None = None) -> Iterator[bytes | str]:
     """The input named by `path`: `-` (stdin, JSONL), `hf:ORG/NAME` (a Hub dataset), a folder
     written by `Dataset.save_to_disk`, a `.parquet` file, or else a JSONL file.
 
@@ -98,18 +98,18 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _jsonable(row: dict) -> dict:
-    """Arrow types JSON has no word for (dates, bytes, decimals) become text, so the output
-    record that carries the row through can always be written."""
-    return json.loads(json.dumps(row, ensure_ascii=False, default=str))
+def _line(row: dict) -> str:
+    """A row as a JSONL line. Arrow types JSON has no word for (dates, bytes, decimals)
+    become text, so the output record that carries the row through can always be written."""
+    return json.dumps(row, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
-def _rows(dataset) -> Iterator[dict]:
+def _rows(dataset) -> Iterator[str]:
     for row in dataset:  # a Dataset reads its Arrow file lazily, row by row
-        yield _jsonable(row)
+        yield _line(row)
 
 
-def _parquet_rows(path: Path) -> Iterator[dict]:
+def _parquet_rows(path: Path) -> Iterator[str]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -122,4 +122,4 @@ def _parquet_rows(path: Path) -> Iterator[dict]:
         raise UsageError(f"cannot read {path} as Parquet: {_first_line(exc)}") from None
     for batch in parquet.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
-            yield _jsonable(row)
+            yield _line(row)
