@@ -63,7 +63,7 @@ class Run:
                  judge: Judge | None = None, config: RunConfig = RunConfig(),
                  tournament: TournamentConfig | None = None,
                  bad_line: Callable[[InputError, str], None] | None = None, progress: Any = None,
-                 command: list[str] | None = None, update_every: float = 60.0):
+                 command: list[str] | None = None, update_every: float = defaults.DEFAULT_LOG_EVERY):
         if policy is None and judge is None:
             raise UsageError("a run needs a policy (to sample), a judge (to select) or both")
         if (config.resume or config.overwrite) and config.output is None:

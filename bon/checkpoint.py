@@ -27,6 +27,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bon import __version__
+from bon.config import DEFAULT_LOG_EVERY
 from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest, RecordError
 from bon.errors import BonError
 
@@ -264,7 +265,7 @@ class Manifest:
     one and print a resume command that works from any directory.
     """
 
-    def __init__(self, path: Path, content: dict[str, Any], update_every: float = 60.0):
+    def __init__(self, path: Path, content: dict[str, Any], update_every: float = DEFAULT_LOG_EVERY):
         self.path = path
         self._lock = threading.Lock()
         now = _now()

@@ -22,6 +22,7 @@ from typing import Annotated, Optional
 import typer
 
 from bon import __version__
+from bon import config as defaults
 from bon.cli_args import (BACKEND, CONCURRENCY, DEBUG, INPUT, IO_FLAGS, JOB_FLAGS, JSON, JUDGE, JUDGE_ENGINE_ARGS,
                           POLICY, POLICY_ENGINE_ARGS, QUIET, ROLE_SERVERS, SERVER_FLAGS, TOURNAMENT_FLAGS, VLLM_FLAGS,
                           SEED, VOTES, IO, MODELS, OnBadLine, argument, command, command_line, flag, given,
@@ -29,7 +30,6 @@ from bon.cli_args import (BACKEND, CONCURRENCY, DEBUG, INPUT, IO_FLAGS, JOB_FLAG
                           make_roles, required)
 from bon.cli_outputs import COMMANDS
 from bon.errors import UsageError
-from bon.progress import DEFAULT_LOG_EVERY
 
 app = typer.Typer(
     help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
@@ -243,7 +243,7 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
                                        max_pairs=params["max_pairs"], group_by_answer=group and group.value)
     bad_lines = BadLines(params["rejects"]) if params["on_bad_line"] == OnBadLine.skip else None
     run = Run(params["input"], policy=policy, judge=judge, config=config, tournament=tournament,
-              bad_line=bad_lines, command=_safe(command_line(ctx)), update_every=params["log_every"] or DEFAULT_LOG_EVERY)
+              bad_line=bad_lines, command=_safe(command_line(ctx)), update_every=params["log_every"] or defaults.DEFAULT_LOG_EVERY)
     total = run.check()
     signals.defer()  # from here a signal must not leave the output, sidecar or manifest half-written
     run.open()

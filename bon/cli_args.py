@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -19,9 +19,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from bon import config as defaults
-from bon.config import HFOptions, ServerOptions, VLLMOptions
+from bon.config import HFOptions, ServerOptions, VLLMOptions, option_names
 from bon.errors import UsageError
-from bon.progress import DEFAULT_LOG_EVERY
 
 MODELS, TOURNAMENT, DECODING, SERVERS, VLLM, JOB, IO = (
     "Models", "Tournament", "Decoding", "Servers", "vLLM engine", "Batch job", "Input and output")
@@ -186,7 +185,7 @@ JOB_FLAGS = CONCURRENCY + [
          "Kubernetes Indexed Job with --shards, or RANK/WORLD_SIZE); join with bon merge.", JOB, show="all"),
     flag("shards", Optional[int], None, "With --shard auto in a Kubernetes Indexed Job: the Job's completions.",
          JOB, min=1, show="none"),
-    flag("log_every", float, DEFAULT_LOG_EVERY, "Seconds between status lines when stderr is not a terminal (0: "
+    flag("log_every", float, defaults.DEFAULT_LOG_EVERY, "Seconds between status lines when stderr is not a terminal (0: "
          "none); the manifest's progress follows the same cadence.", JOB, min=0.0),
     flag("verbose", bool, False, "Leave the engine library's own start-up and shutdown output on stderr (else it "
          "goes to OUTPUT.engine.log, or nowhere).", JOB, "--verbose"),
@@ -247,7 +246,7 @@ def given(ctx: typer.Context) -> set[str]:
 
 NEGATIVE_FLAGS = {"no_prefix_caching", "no_request_seed"}  # options that are on unless turned off
 # Every backend option a flag of the same name sets (engine_args comes per role, as JSON).
-SHARED_OPTIONS = sorted({f.name for cls in (VLLMOptions, ServerOptions, HFOptions) for f in fields(cls)}
+SHARED_OPTIONS = sorted({name for cls in (VLLMOptions, ServerOptions, HFOptions) for name in option_names(cls)}
                         - {"engine_args"})
 
 
@@ -278,7 +277,7 @@ def applicable(backend: str | None, options: dict[str, Any]) -> dict[str, Any]:
     from bon.engines import default_backend, get_backend
 
     name = backend or default_backend(options.get("base_url"))
-    takes = {f.name for f in fields(get_backend(name).options)}
+    takes = option_names(get_backend(name).options)
     return {k: v for k, v in options.items() if k in takes}
 
 

@@ -28,6 +28,7 @@ POLICY_MAX_TOKENS = 2048
 DEFAULT_N = 8
 DEFAULT_VOTES = 3
 DEFAULT_CONCURRENCY = 64
+DEFAULT_LOG_EVERY = 60.0  # seconds between status lines when stderr is not a terminal
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,6 @@ class HFOptions:
     """transformers on CPU or CUDA: pending requests gathered into batches."""
 
     max_batch_rows: int = 16  # sequences per forward batch
-
-
-BackendOptions = VLLMOptions | ServerOptions | HFOptions
 
 
 def option_names(options_type: type) -> tuple[str, ...]:

@@ -26,10 +26,7 @@ import threading
 import time
 from typing import Any, Callable, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-DEFAULT_LOG_EVERY = 60.0  # seconds between status lines when stderr is not a terminal
+from bon.config import DEFAULT_LOG_EVERY
 
 Endpoints = Callable[[], "tuple[int, int] | None"]
 
@@ -98,7 +95,11 @@ class RunProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._progress = None
-        if enabled and terminal:
+        if enabled and terminal:  # Rich only here: every bon command imports this module
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                       TimeElapsedColumn)
+
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 # bon's own ETA (records/s over the run), the one the log line and manifest show

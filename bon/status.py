@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from bon.checkpoint import MANIFEST_SUFFIX, manifest_path, resume_command
+from bon.config import DEFAULT_LOG_EVERY
 from bon.progress import duration, status_line
 
 
@@ -53,7 +54,7 @@ def job_state(manifest: dict[str, Any]) -> tuple[str, str]:
         if _pid_alive(pid):
             return "running", ""
         return "interrupted", f"process {pid} on {host} is gone: killed, or the machine went down"
-    age, every = _age(manifest.get("updated")), float(manifest.get("update_every") or 60)
+    age, every = _age(manifest.get("updated")), float(manifest.get("update_every") or DEFAULT_LOG_EVERY)
     if age is not None and age > 3 * every + 60:
         return "interrupted", (f"no progress update for {duration(age)} (one is written every {duration(every)}); "
                                f"the process on {host} cannot be checked from here")
