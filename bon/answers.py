@@ -109,9 +109,6 @@ class Checker:
             return final_answer(response) == " ".join(reference.split())
         return self._equal(self._parsed(reference, gold=True), self._parsed(response))
 
-    def same_answer(self, x: str, y: str) -> bool:
-        return self.equivalent(self.key(x), self.key(y))
-
 
 def group_answers(candidates: list[str], checker: Checker) -> list[AnswerGroup]:
     """Teams of equivalent final answers, in order of their first member; every candidate

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from rich.table import Table
 from rich.text import Text
@@ -160,9 +160,9 @@ class BrowseApp(App):
     #search.shown { display: block; }
     """
 
-    def __init__(self, path: str, scanner: Callable[[str], Iterator[Entry]] = scan):
+    def __init__(self, path: str):
         super().__init__()
-        self.path, self.scanner = path, scanner
+        self.path = path
         self.entries: list[Entry] = []
         self.kinds: set[str] = set()
         self.search = ""
@@ -186,7 +186,7 @@ class BrowseApp(App):
     def read_file(self) -> None:
         batch: list[Entry] = []
         try:
-            for entry in self.scanner(self.path):
+            for entry in scan(self.path):
                 batch.append(entry)
                 if len(batch) >= BATCH:
                     self.call_from_thread(self.add_entries, batch)

@@ -20,6 +20,7 @@ from bon import config as defaults
 from bon.cli_args import CANDIDATES_FIELD, OVERWRITE, QUERY_FIELD, AnswerCheck, Strategy
 from bon.errors import UsageError
 from bon.sources import input_rows
+from bon.pairs import MODES as PAIR_MODES
 from bon.show import WHERE_KINDS
 
 QueryField, CandidatesField, Overwrite = (f.annotation for f in (QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE))
@@ -197,7 +198,7 @@ def merge(
 
 from bon.status import status  # noqa: E402  (its own module: it reads manifests, not records)
 
-PairMode = Enum("PairMode", {mode: mode for mode in ("matches", "best-vs-rest", "best-vs-worst")}, type=str)
+PairMode = Enum("PairMode", {mode: mode for mode in PAIR_MODES}, type=str)
 
 
 def pairs(

@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from bon.answers import Checker, final_answer, majority_answer  # noqa: F401  (bon score's answer checks live there)
+from bon.answers import Checker, majority_answer  # noqa: F401  (bon score's answer checks live there)
 from bon.records import InputError, decode_lines
-from bon.show import longer_candidate
+from bon.show import _pct, _rate, longer_candidate
 from bon.tasks import gather
 from bon.tournament.voting import Vote, split_votes
 from bon.tournament.seeds import derive_seed
@@ -137,10 +137,10 @@ class EvalReport:
             "subsets": {name: _mean_ci(s) for name, s in sorted(self.subsets.items())},
             "accuracy_by_votes": {str(k): _mean_ci(self.by_votes[k])["accuracy"] for k in self.vote_counts()},
             "judge_samples": self.samples,
-            "invalid_rate": round(self.invalid / self.samples, 4) if self.samples else None,
-            "first_position_win_rate": round(self.first_wins / self.valid, 4) if self.valid else None,
+            "invalid_rate": _rate(self.invalid, self.samples),
+            "first_position_win_rate": _rate(self.first_wins, self.valid),
             # share of valid votes that chose the longer answer: 0.5 = no length bias
-            "longer_win_rate": round(self.longer_wins / self.length_votes, 4) if self.length_votes else None,
+            "longer_win_rate": _rate(self.longer_wins, self.length_votes),
         }
 
 
@@ -231,16 +231,13 @@ def render_report(figures: dict[str, Any], judge_model: str, votes: int) -> None
 
     from bon.show import make_console
 
-    def pct(value):
-        return "–" if value is None else f"{value:.1%}"
-
     table = Table(title=f"pairwise accuracy of {judge_model} ({votes} votes per pair; split votes count half)")
     for column in ("", "accuracy", "95% CI", "pairs"):
         table.add_column(column, justify="left" if not column else "right")
 
     def row(name, stats):
         ci = stats.get("ci95")
-        table.add_row(name, pct(stats["accuracy"]), "–" if not ci else f"{ci[0]:.1%}–{ci[1]:.1%}",
+        table.add_row(name, _pct(stats["accuracy"]), "–" if not ci else f"{ci[0]:.1%}–{ci[1]:.1%}",
                       str(stats.get("n", stats.get("pairs"))))
 
     row("all", {"accuracy": figures["accuracy"], "ci95": figures["ci95"], "n": figures["pairs"]})
@@ -248,8 +245,7 @@ def render_report(figures: dict[str, Any], judge_model: str, votes: int) -> None
         row(f"  {name}", stats)
     console = make_console()
     console.print(table)
-    console.print("accuracy by votes  " + "  ".join(f"{k}: {pct(a)}" for k, a in figures["accuracy_by_votes"].items()))
-    line = f"invalid votes {pct(figures['invalid_rate'])}  ·  first-position win rate {pct(figures['first_position_win_rate'])}"
-    if "longer_win_rate" in figures:
-        line += f"  ·  longer-answer win rate {pct(figures['longer_win_rate'])}"
+    console.print("accuracy by votes  " + "  ".join(f"{k}: {_pct(a)}" for k, a in figures["accuracy_by_votes"].items()))
+    line = (f"invalid votes {_pct(figures['invalid_rate'])}  ·  first-position win rate "
+            f"{_pct(figures['first_position_win_rate'])}  ·  longer-answer win rate {_pct(figures['longer_win_rate'])}")
     console.print(f"{line}  ·  {figures['judge_samples']} judge samples")
