@@ -28,6 +28,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _END = object()
+WINDOW_PER_SLOT = 4  # the ordered-output window holds this many records per concurrency slot
 
 
 async def ordered_map(
@@ -44,7 +45,7 @@ async def ordered_map(
     """
     running = asyncio.Semaphore(concurrency)
     # Finished-but-unwritten results wait here behind a slow head; the bound keeps memory flat.
-    window: asyncio.Queue = asyncio.Queue(maxsize=4 * concurrency)
+    window: asyncio.Queue = asyncio.Queue(maxsize=WINDOW_PER_SLOT * concurrency)
     started: set[asyncio.Future] = set()  # every call not yet yielded, owned here until it ends
     loop = asyncio.get_running_loop()
     stopped = asyncio.ensure_future(stop.wait()) if stop is not None else loop.create_future()
