@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import SCRIPTED_BON, assert_clean, scripted_bon, wait_until, write_jsonl
+from conftest import SCRIPTED_BON, assert_clean, read_jsonl, scripted_bon, wait_until, write_jsonl
 
 SELECT = ["select", "--judge", "j", "--votes", "3"]
 RUNS = {
@@ -68,20 +68,18 @@ def work(tmp_path_factory):
 
 
 def launch(name, source, out, env=None, extra=()):
-    args = [*RUNS[name], *extra, "-o", out]
+    args, env = [*RUNS[name], *extra, "-o", out], dict(LATENCY, **(env or {}))
     if name in STDIN:
         with open(source, "rb") as stdin:
-            return scripted_bon(*args, "-", env=dict(LATENCY, **(env or {})), stdin=stdin)
-    return scripted_bon(*args, source, env=dict(LATENCY, **(env or {})))
+            return scripted_bon(*args, "-", env=env, stdin=stdin)
+    return scripted_bon(*args, source, env=env)
 
 
 def assert_prefix_of(out, reference):
     """Whole records only, each the uninterrupted run's, in its order."""
     written = out.read_bytes() if out.exists() else b""
     assert reference.startswith(written) and (not written or written.endswith(b"\n"))
-    for line in written.splitlines():
-        json.loads(line)
-    return written.count(b"\n")
+    return len(read_jsonl(written.decode()))
 
 
 CASES = [(name, i, SIGNALS[(k + i) % 2]) for k, name in enumerate(RUNS) for i in range(SPREAD)]
