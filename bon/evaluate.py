@@ -108,16 +108,14 @@ class EvalReport:
         for k in self.vote_counts():
             self.by_votes[k].append(pair_score(ordered[:k]))
         self.samples += len(votes)
+        longer = longer_candidate([pair.chosen, pair.rejected], 0, 1)
         for v in votes:
             if v.verdict is None:
                 self.invalid += 1
             else:
                 self.valid += 1
                 self.first_wins += v.verdict == v.first
-        longer = longer_candidate([pair.chosen, pair.rejected], 0, 1)
-        if longer is not None:
-            for v in votes:
-                if v.verdict is not None:
+                if longer is not None:
                     self.length_votes += 1
                     self.longer_wins += v.verdict == longer
         return score

@@ -52,16 +52,14 @@ class Summary:
         for match in _matches(record):
             votes = match.get("votes", [])
             self.judge_samples += len(votes)
+            longer = longer_candidate(record.get("candidates"), match["a"], match.get("b"))
             for vote in votes:
                 if vote.get("verdict") is None:
                     self.invalid[vote.get("reason") or "no_verdict"] += 1
                 else:
                     self.valid_votes += 1
                     self.first_position_wins += vote["verdict"] == vote["first"]
-            longer = longer_of(record.get("candidates"), match)
-            if longer is not None:
-                for vote in votes:
-                    if vote.get("verdict") is not None:
+                    if longer is not None:
                         self.length_votes += 1
                         self.longer_wins += vote["verdict"] == longer
             if match.get("decided_by") in ("majority", "tiebreak"):
@@ -119,10 +117,6 @@ def longer_candidate(texts: Any, a: int, b: int | None) -> int | None:
     if b is None or not isinstance(texts, list) or max(a, b) >= len(texts) or len(texts[a]) == len(texts[b]):
         return None
     return a if len(texts[a]) > len(texts[b]) else b
-
-
-def longer_of(texts: Any, match: dict[str, Any]) -> int | None:
-    return longer_candidate(texts, match["a"], match.get("b"))
 
 
 def orders_disagree(match: dict[str, Any]) -> bool | None:
