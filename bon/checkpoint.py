@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from bon import __version__
@@ -310,6 +310,20 @@ def _slurm_job() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def rewrite_option(args: list[str], names: tuple[str, ...], value: Callable[[str], str]) -> list[str]:
+    """A command line with the value of each option in `names` (`NAME VALUE`, or
+    `--NAME=VALUE`) replaced by value(old value)."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg in names and i + 1 < len(args):
+            args[i + 1] = value(args[i + 1])
+        else:
+            for name in names:
+                if name.startswith("--") and arg.startswith(name + "="):
+                    args[i] = f"{name}={value(arg.removeprefix(name + '='))}"
+    return args
+
+
 def resume_command(manifest: dict[str, Any]) -> str:
     """The command that continues the run a manifest describes: its own command line with
     --resume, a `--shard auto` pinned to the shard it resolved to (so it also works outside
@@ -329,11 +343,7 @@ def resume_command(manifest: dict[str, Any]) -> str:
         args.append(arg)
     shard = manifest.get("shard")
     if shard and shard != "auto":
-        for i, arg in enumerate(args):
-            if arg == "--shard" and i + 1 < len(args):
-                args[i + 1] = shard
-            elif arg.startswith("--shard="):
-                args[i] = f"--shard={shard}"
+        args = rewrite_option(args, ("--shard",), lambda _: shard)
     command = "bon " + " ".join(shlex.quote(a) for a in args) + " --resume"
     cwd = manifest.get("cwd")
     return f"cd {shlex.quote(cwd)} && {command}" if cwd and cwd != os.getcwd() else command

@@ -160,13 +160,11 @@ def _sibling_for(index: int, count: int, sibling: dict) -> dict:
     """A sibling shard's manifest turned into the missing shard's: its `I/N` and its output's
     number shifted by the same amount (out.2.jsonl for shard 2 next to out.0.jsonl for shard 0;
     out.3.jsonl when the files were numbered from 1 by a `--array=1-N` job)."""
+    from bon.checkpoint import rewrite_option
+
     own = read_shard_text(sibling.get("shard"))
-    args = list(sibling.get("command") or [])
-    for i, arg in enumerate(args):
-        if arg in ("-o", "--output") and i + 1 < len(args):
-            args[i + 1] = _shift_number(args[i + 1], index - own[0])
-        elif arg.startswith("--output="):
-            args[i] = "--output=" + _shift_number(arg.removeprefix("--output="), index - own[0])
+    args = rewrite_option(sibling.get("command") or [], ("-o", "--output"),
+                          lambda output: _shift_number(output, index - own[0]))
     return sibling | {"shard": f"{index}/{count}", "command": args}
 
 
