@@ -128,23 +128,28 @@ class RunProgress:
     def on_record(self, _record=None) -> None:
         self.records += 1
         if self._progress:
-            self._progress.update(self._task, advance=1, eta=duration(self.counters()["eta_s"]))
+            self._progress.update(self._task, advance=1, eta=duration(self._eta_s(time.monotonic())))
 
     # ---- the counters, the line, the bar ----
+
+    def _eta_s(self, now: float) -> float | None:
+        """Seconds left at the run's rate so far; None with no total or no record yet."""
+        rate = self.records / max(now - self.started, 1e-9)
+        left = None if self.total is None else max(self.total - self.records, 0)
+        return None if left is None or not rate else round(left / rate, 1)
 
     def counters(self, now: float | None = None) -> dict[str, Any]:
         """Everything the status line shows, as numbers (for the manifest and `bon status`)."""
         now = time.monotonic() if now is None else now
         elapsed = max(now - self.started, 1e-9)
         rate = self.records / elapsed
-        left = None if self.total is None else max(self.total - self.records, 0)
         since, tokens_then = self._last
         health = self.endpoints() if self.endpoints else None
         return {
             "records_done": self.records,
             "records_total": self.total,
             "records_per_s": round(rate, 4),
-            "eta_s": None if left is None or not rate else round(left / rate, 1),
+            "eta_s": self._eta_s(now),
             "elapsed_s": round(elapsed, 1),
             "candidates": self.policy_samples,
             "judge_samples": self.judge_samples,
