@@ -14,7 +14,7 @@ outnumber the right one. Two spreads of d:
 The judge is scripted: a vote between a right and a wrong candidate picks the right one
 with probability p (0.7 and 0.85 here), otherwise a coin; votes are drawn from each
 request's seed, so every strategy sees the same judge. bon's real `knockout` (plain, and
-with the teams `bon.answers` forms, as `--group-by-answer exact` does) runs with 3 votes per
+with the teams `bon.tournament.answers` forms, as `--group-by-answer exact` does) runs with 3 votes per
 match; answer majority picks a member of the largest answer group and asks no judge.
 
 Printed per p: judge samples per query, their share of plain knockout's, and selection
@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bon.answers import Checker, group_answers, majority_answer, team_of  # noqa: E402
+from bon.tournament.answers import Checker, group_answers, majority_answer, team_of  # noqa: E402
 from bon.config import TournamentConfig  # noqa: E402
 from bon.tournament import Vote, knockout  # noqa: E402
 

@@ -51,7 +51,7 @@ def main() -> None:
     rows = records(count)
     from typer.testing import CliRunner
 
-    from bon.cli import app
+    from bon.cli.main import app
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in.jsonl"

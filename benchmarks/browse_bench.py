@@ -17,7 +17,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable
 
-from bon.browse import BrowseApp
+from bon.views.browse import BrowseApp
 
 
 def synthetic_record(i: int, reasoning_chars: int, rng: random.Random) -> dict:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from bon.config import EngineConfig, SamplingConfig, TournamentConfig
 from bon.engines.base import Generation, GenerationRequest
-from bon.judge import Referee, Usage
-from bon.prompts import judge_template, policy_template
-from bon.records import FieldNames, read_records
+from bon.runs.judge import Referee, Usage
+from bon.io.prompts import judge_template, policy_template
+from bon.io.records import FieldNames, read_records
 from bon.tournament import decide_match, derive_seed
 
 CACHE = Path(os.environ.get("BON_CACHE", Path.home() / ".cache" / "bon"))

@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bon.config import JUDGE_SAMPLING, TournamentConfig  # noqa: E402
 from bon.engines.base import Completion, Generation, GenerationRequest  # noqa: E402
 from bon.engines.scripted import ScriptedEngine  # noqa: E402
-from bon.judge import Referee  # noqa: E402
-from bon.pipeline import WINDOW_PER_SLOT, LazyEngine, Pipeline  # noqa: E402
-from bon.prompts import judge_template  # noqa: E402
-from bon.records import FieldNames, parse_record  # noqa: E402
+from bon.runs.judge import Referee  # noqa: E402
+from bon.runs.pipeline import WINDOW_PER_SLOT, LazyEngine, Pipeline  # noqa: E402
+from bon.io.prompts import judge_template  # noqa: E402
+from bon.io.records import FieldNames, parse_record  # noqa: E402
 
 MAX_SEQS = 256  # sequences the engine runs at once
 STEP_BASE_MS = 12.0  # a decoding step with an empty batch

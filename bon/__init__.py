@@ -21,11 +21,11 @@ __all__ = ["BonError", "Judge", "MatchResult", "Policy", "Selection", "UsageErro
 def __getattr__(name: str):
     # Imported on first use: `bon --version` and `import bon.config` stay light.
     if name in ("Judge", "Policy", "Selection", "MatchResult"):
-        from bon import roles
+        from bon.runs import roles
 
         return getattr(roles, name)
     if name in ("run", "arun"):
-        from bon import api
+        from bon.runs import api
 
         return getattr(api, name)
     if name in ("BonError", "UsageError"):

@@ -1,3 +1,3 @@
-from bon.cli import main
+from bon.cli.main import main
 
 main()

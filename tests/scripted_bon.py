@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 
-from bon.checkpoint import request_key
+from bon.runs.checkpoint import request_key
 from bon.config import HFOptions, ServerOptions
 from bon.engines import Backend, register_backend
 from bon.engines.base import EngineError, RecordError
@@ -86,7 +86,7 @@ register_backend(Backend("scripted", HFOptions, create_engine, local=True))
 register_backend(Backend("scripted-server", ServerOptions, create_engine, local=False))
 
 if __name__ == "__main__":
-    from bon.cli import app
+    from bon.cli.main import app
 
     sys.argv[0] = "bon"
     if sys.argv[1:2] and sys.argv[1] in ("run", "sample", "select", "compare", "eval") and "--backend" not in sys.argv:

@@ -7,12 +7,12 @@ from collections import Counter
 
 import pytest
 
-from bon.answers import AnswerGroup, Checker, group_answers, majority_answer, team_of
+from bon.tournament.answers import AnswerGroup, Checker, group_answers, majority_answer, team_of
 from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.scripted import ScriptedEngine
-from bon.judge import Referee
-from bon.prompts import judge_template
-from bon.records import Record
+from bon.runs.judge import Referee
+from bon.io.prompts import judge_template
+from bon.io.records import Record
 from bon.tournament import Vote, knockout, round_robin
 from bon.tournament.knockout import separate_teams
 
@@ -239,7 +239,7 @@ def test_an_unknown_grouping_is_refused():
 def test_cli_select_groups_by_answer(tmp_path, scripted):
     from typer.testing import CliRunner
 
-    from bon.cli import app
+    from bon.cli.main import app
     from conftest import read_jsonl, write_jsonl
 
     rows = [{"query": "2+2?", "candidates": ["it is \\boxed{4}", "so \\boxed{4}", "\\boxed{4} indeed", "\\boxed{5}"]}]

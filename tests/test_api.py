@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import bon
-from bon.cli import app
+from bon.cli.main import app
 from bon.errors import BonError
 from conftest import write_jsonl
 

@@ -136,7 +136,7 @@ def test_a_second_signal_exits_at_once(tmp_path, queries):
 
 def test_a_signal_during_start_up_exits_cleanly():
     """Before the pipeline runs (checking a big input), a signal ends start-up with no traceback."""
-    from bon.interrupts import Interrupted, RunSignals
+    from bon.runs.interrupts import Interrupted, RunSignals
 
     previous = signal.getsignal(signal.SIGINT)
     with pytest.raises(Interrupted) as caught:
@@ -151,7 +151,7 @@ def test_a_signal_while_files_open_is_kept_for_the_pipeline():
     """Between start-up and the pipeline, a signal is noted, then stops the pipeline as it starts."""
     import asyncio
 
-    from bon.interrupts import RunSignals
+    from bon.runs.interrupts import RunSignals
 
     stopped = []
     with RunSignals() as signals:

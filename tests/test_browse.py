@@ -7,8 +7,8 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Static, Tree
 
-from bon.browse import TOGGLES, BrowseApp, RecordScreen
-from bon.show import WHERE_KINDS
+from bon.views.browse import TOGGLES, BrowseApp, RecordScreen
+from bon.views.show import WHERE_KINDS
 from test_show import tmux_screen
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run.jsonl"
@@ -91,9 +91,9 @@ def test_in_a_real_terminal(tmp_path):
 
 
 def test_a_long_run_lists_its_first_rows_and_says_how_many_match(monkeypatch):
-    import bon.browse
+    import bon.views.browse
 
-    monkeypatch.setattr(bon.browse, "MAX_ROWS", 2)
+    monkeypatch.setattr(bon.views.browse, "MAX_ROWS", 2)
 
     async def check():
         async with browsing((160, 40)) as (app, pilot):

@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 import bon.engines
-from bon.cli import app
+from bon.cli.main import app
 from bon.engines.base import EngineError
 from conftest import read_jsonl, write_jsonl
 
@@ -213,7 +213,7 @@ def test_help_lists_every_option_with_defaults():
 
 
 def test_import_and_help_load_neither_torch_nor_vllm():
-    code = ("import sys; from typer.testing import CliRunner; from bon.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from bon.cli.main import app; "
             "CliRunner().invoke(app, ['run', '--help']); "
             "print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))")
     import subprocess, sys

@@ -5,8 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bon.cli import app
-from bon.evaluate import Checker, majority_answer
+from bon.cli.main import app
+from bon.views.evaluate import Checker, majority_answer
 from conftest import read_jsonl, write_jsonl
 
 runner = CliRunner()

@@ -204,7 +204,7 @@ def test_a_request_the_server_rejects_is_that_records_error(server_factory):
 def test_a_request_the_server_rejects_fails_its_record_only(server_factory, tmp_path, status, votes):
     from typer.testing import CliRunner
 
-    from bon.cli import app
+    from bon.cli.main import app
 
     server = server_factory(poison="POISON", poison_status=status)
     rows = [{"id": i, "query": "POISON" if i == 1 else f"q{i}", "candidates": ["a", "bb", "ccc"]} for i in range(3)]
@@ -261,7 +261,7 @@ def test_requests_go_to_the_least_loaded_endpoint(server_factory):
 def test_cli_takes_several_base_urls(server_factory, tmp_path):
     from typer.testing import CliRunner
 
-    from bon.cli import app
+    from bon.cli.main import app
 
     good = server_factory()
     src = tmp_path / "q.jsonl"
@@ -293,7 +293,7 @@ def test_a_permanent_outage_ends_the_cli_with_one_line_and_the_resume_command(se
     says what failed, the next says how to resume; exit 1."""
     from typer.testing import CliRunner
 
-    from bon.cli import app
+    from bon.cli.main import app
 
     server = server_factory(fail_after=2)  # the first record's two matches, then down for good
     src = tmp_path / "q.jsonl"

@@ -5,8 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bon.cli import app
-from bon.pairs import PairCounts, record_pairs
+from bon.cli.main import app
+from bon.views.pairs import PairCounts, record_pairs
 
 runner = CliRunner()
 TEXTS = ["zero", "one one", "two two two", "three"]

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bon.cli import app
+from bon.cli.main import app
 from conftest import read_jsonl, write_jsonl
 
 RECORDS = [

@@ -9,9 +9,9 @@ import pytest
 from bon.config import JUDGE_SAMPLING, POLICY_SAMPLING, EngineConfig, TournamentConfig, VLLMOptions
 from bon.engines.base import GenerationRequest
 from bon.engines.scripted import ScriptedEngine
-from bon.judge import Referee, Sampler
-from bon.prompts import judge_template, policy_template
-from bon.records import Record
+from bon.runs.judge import Referee, Sampler
+from bon.io.prompts import judge_template, policy_template
+from bon.io.records import Record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import simulate  # noqa: E402

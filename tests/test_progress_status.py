@@ -17,11 +17,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bon.checkpoint import Manifest, manifest_path, resume_command
-from bon.cli_outputs import merge
-from bon.progress import RunProgress
-from bon.shards import rerun_commands, shard_of
-from bon.status import status
+from bon.runs.checkpoint import Manifest, manifest_path, resume_command
+from bon.cli.outputs import merge
+from bon.runs.progress import RunProgress
+from bon.runs.shards import rerun_commands, shard_of
+from bon.views.status import status
 from conftest import SCRIPTED_BON, scripted_bon, wait_until, write_jsonl
 
 QUERIES = [{"id": f"q{i:02d}", "query": f"question number {i}"} for i in range(24)]
@@ -275,7 +275,7 @@ WINDOW_SCRIPT = """
 import sys, time
 from bon.config import EngineConfig
 from bon.engines.vllm import engine_output
-from bon.progress import RunProgress
+from bon.runs.progress import RunProgress
 
 with RunProgress(total=4, log_every=0.05) as progress:
     with engine_output(EngineConfig(backend="vllm", model="m", log_file=sys.argv[1])):

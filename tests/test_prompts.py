@@ -2,7 +2,7 @@
 
 import pytest
 
-from bon.prompts import TemplateError, judge_template, load_template, policy_template, JUDGE_FIELDS
+from bon.io.prompts import TemplateError, judge_template, load_template, policy_template, JUDGE_FIELDS
 
 # Written out independently of prompts/rrm.toml, from the note, as Python escapes.
 EXPECTED_SYSTEM = (

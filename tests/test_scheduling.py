@@ -8,10 +8,10 @@ import asyncio
 
 from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.scripted import ScriptedEngine, split_judge_prompt
-from bon.judge import Referee
-from bon.pipeline import LazyEngine, Pipeline
-from bon.prompts import judge_template
-from bon.records import FieldNames, RecordWriter, read_records
+from bon.runs.judge import Referee
+from bon.runs.pipeline import LazyEngine, Pipeline
+from bon.io.prompts import judge_template
+from bon.io.records import FieldNames, RecordWriter, read_records
 
 
 class Recorder(ScriptedEngine):
@@ -108,7 +108,7 @@ def test_answers_too_long_for_the_context_are_shortened_evenly_or_the_record_err
     import pytest
 
     from bon.engines.base import RecordError
-    from bon.judge import fit_answers
+    from bon.runs.judge import fit_answers
 
     count = lambda messages: sum(len(m["content"]) for m in messages) // 4  # noqa: E731  (4 chars a token)
     render = lambda a, b: [{"role": "user", "content": f"Q\n{a}\n---\n{b}"}]  # noqa: E731

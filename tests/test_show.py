@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from typer.testing import CliRunner
 
-from bon.cli import app
-from bon.show import Summary, load_records, render_record
+from bon.cli.main import app
+from bon.views.show import Summary, load_records, render_record
 from conftest import wait_until
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run.jsonl"
@@ -283,7 +283,7 @@ def test_longer_win_rate_counts_valid_votes_between_unequal_lengths():
 
 
 def test_eval_report_has_longer_win_rate():
-    from bon.evaluate import EvalReport, Pair
+    from bon.views.evaluate import EvalReport, Pair
     from bon.tournament.voting import Vote
 
     report = EvalReport(votes=2)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bon.errors import UsageError
-from bon.shards import auto_shard, in_shard, parse_shard
+from bon.runs.shards import auto_shard, in_shard, parse_shard
 from conftest import wait_until, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent

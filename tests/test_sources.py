@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bon.errors import UsageError
-from bon.records import FieldNames, InputError, output_record, read_records
-from bon.sources import input_rows
+from bon.io.records import FieldNames, InputError, output_record, read_records
+from bon.io.sources import input_rows
 
 ROWS = [
     {"problem": "2+2?", "responses": ["4", "five"], "when": datetime.date(2025, 1, 2)},

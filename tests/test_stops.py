@@ -253,7 +253,7 @@ def test_after_a_stop_no_request_reaches_the_engine(tmp_path, scripted, at):
     from outside any record): the matches still running start no further request; the run
     ends interrupted with its finished records written."""
     import bon
-    from bon.api import make_run
+    from bon.runs.api import make_run
 
     run = make_run(with_candidates(12), judge=bon.Judge("j", backend="scripted"), votes=3, concurrency=8,
                    output=tmp_path / "out.jsonl")

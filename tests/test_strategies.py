@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from typer.testing import CliRunner
 
-from bon.cli import app
+from bon.cli.main import app
 from bon.config import TournamentConfig
 from bon.tournament import Vote, bradley_terry, decide_match, round_robin
 from bon.tournament.elo import choose_pairs, ranking

@@ -6,9 +6,9 @@ starts inside it, closes it with `</think>` and then answers with a box.
 
 import pytest
 
-from bon.answers import last_boxed
-from bon.prompts import judge_template
-from bon.verdict import BAD_VERDICT, NO_VERDICT, TRUNCATED, parse_verdict
+from bon.tournament.answers import last_boxed
+from bon.io.prompts import judge_template
+from bon.tournament.verdict import BAD_VERDICT, NO_VERDICT, TRUNCATED, parse_verdict
 
 THOUGHT = ("Okay, let me check both. Assistant 1 computes 12 × 4 = 48, which is right. "
            "Assistant 2 says 46; that is a slip. Maybe \\boxed{Assistant 2}? No: 48 is correct.\n")

@@ -1,4 +1,7 @@
-"""Pure tournament logic: no I/O, no engines. Judgments arrive through an injected `ask`."""
+"""Pure selection logic: strategies, voting, verdicts and answers; no I/O, no engines.
+
+Judgments arrive through an injected `ask`. Each strategy is one module here, registered in
+`bon.tournament.strategies`. May import config, errors and tasks only."""
 
 from bon.tournament.elo import bradley_terry, round_robin
 from bon.tournament.knockout import Tournament, knockout

@@ -23,12 +23,12 @@ import typer
 
 from bon import __version__
 from bon import config as defaults
-from bon.cli_args import (BACKEND, CONCURRENCY, DEBUG, INPUT, IO_FLAGS, JOB_FLAGS, JSON, JUDGE, JUDGE_ENGINE_ARGS,
+from bon.cli.args import (BACKEND, CONCURRENCY, DEBUG, INPUT, IO_FLAGS, JOB_FLAGS, JSON, JUDGE, JUDGE_ENGINE_ARGS,
                           POLICY, POLICY_ENGINE_ARGS, QUIET, ROLE_SERVERS, SERVER_FLAGS, TOURNAMENT_FLAGS, VLLM_FLAGS,
                           SEED, VOTES, IO, MODELS, OnBadLine, argument, command, command_line, flag, given,
                           judge_from_flags,
                           make_roles, required)
-from bon.cli_outputs import COMMANDS
+from bon.cli.outputs import COMMANDS
 from bon.errors import UsageError
 
 app = typer.Typer(
@@ -79,7 +79,7 @@ COMPARED = [argument("a", "First answer, as text or @file."), argument("b", "Sec
 @command(app, "compare", COMPARED, JUDGE, BACKEND, VOTES, SEED, SERVER_FLAGS, VLLM_FLAGS, JUDGE_ENGINE_ARGS, JSON, DEBUG)
 def compare(ctx: typer.Context, params: dict) -> None:
     """Judge one pair from the command line; the reasoning streams as it is generated."""
-    from bon.show import make_console
+    from bon.views.show import make_console
 
     as_json = params["as_json"]
     try:
@@ -132,7 +132,7 @@ def eval_(ctx: typer.Context, params: dict) -> None:
     Each pair gets --votes judgments split across both orders; a pair whose votes split
     evenly counts as half right (RewardBench's convention).
     """
-    from bon.evaluate import PairFields, evaluate, render_report
+    from bon.views.evaluate import PairFields, evaluate, render_report
 
     try:
         _show_bon_log(params["quiet"])
@@ -201,7 +201,7 @@ class BadLines:
 
 
 def _execute(ctx: typer.Context, params: dict, sample: bool, select: bool) -> None:
-    from bon.interrupts import Interrupted, RunSignals
+    from bon.runs.interrupts import Interrupted, RunSignals
 
     try:
         with RunSignals() as signals:
@@ -214,13 +214,13 @@ def _execute(ctx: typer.Context, params: dict, sample: bool, select: bool) -> No
 
 
 def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) -> None:
-    from bon.api import Run, RunConfig
-    from bon.checkpoint import engine_log_path, resume_command
+    from bon.runs.api import Run, RunConfig
+    from bon.runs.checkpoint import engine_log_path, resume_command
     from bon.engines import EngineError
-    from bon.progress import RunProgress
-    from bon.records import RecordWriter
-    from bon.roles import tournament_config
-    from bon.shards import parse_shard
+    from bon.runs.progress import RunProgress
+    from bon.io.records import RecordWriter
+    from bon.runs.roles import tournament_config
+    from bon.runs.shards import parse_shard
 
     quiet = params["quiet"]
     if params["rejects"] and params["on_bad_line"] != OnBadLine.skip:
@@ -325,10 +325,10 @@ def _text_or_file(value: str) -> str:
 
 def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
     """Known failures become one line and an exit code; anything else is a bug: re-raised."""
-    from bon.checkpoint import CheckpointError
+    from bon.runs.checkpoint import CheckpointError
     from bon.engines import BackendUnavailable, EngineError
-    from bon.prompts import TemplateError
-    from bon.records import InputError
+    from bon.io.prompts import TemplateError
+    from bon.io.records import InputError
 
     if debug or isinstance(exc, typer.Exit):
         raise exc
@@ -346,7 +346,7 @@ def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
 
 def _safe(words: list[str]) -> list[str]:
     """A command line for the manifest: URLs without credentials (keys never reach it at all)."""
-    from bon.checkpoint import safe_url
+    from bon.runs.checkpoint import safe_url
 
     return [safe_url(w) if w.startswith(("http://", "https://")) else w for w in words]
 

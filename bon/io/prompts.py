@@ -31,7 +31,7 @@ def prompts_dir() -> Path:
     packaged = resources.files("bon") / "prompts"
     if packaged.is_dir():
         return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "prompts"
+    return Path(__file__).resolve().parents[2] / "prompts"
 
 
 @dataclass(frozen=True)

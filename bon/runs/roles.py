@@ -22,8 +22,8 @@ from bon.config import EngineConfig, SamplingConfig, TournamentConfig
 from bon.engines import check_backend, create_engine, default_backend, get_backend, resolve_options
 from bon.engines.base import Engine, Generation, GenerationRequest
 from bon.errors import UsageError
-from bon.prompts import judge_template, policy_template
-from bon.records import Record, output_record
+from bon.io.prompts import judge_template, policy_template
+from bon.io.records import Record, output_record
 
 T = TypeVar("T")
 
@@ -232,7 +232,7 @@ class Judge(Role):
         self.template = judge_template(self.template_path)
 
     def referee(self, engine: Engine, tournament: TournamentConfig, on_generation=None, on_match=None):
-        from bon.judge import Referee
+        from bon.runs.judge import Referee
 
         return Referee(engine, self.template, self.sampling, tournament, on_generation, on_match)
 
@@ -256,7 +256,7 @@ class Judge(Role):
                        on_text: Callable[[str], None] | None = None) -> MatchResult:
         """One match between two answers. With `on_text`, votes run one at a time and their
         text streams through it as the judge writes (engines that stream)."""
-        from bon.judge import compare
+        from bon.runs.judge import compare
 
         referee = self.referee(await self.engine(), tournament_config(votes=votes, max_votes=max_votes, seed=seed))
         match, usage = await compare(referee, question, [a, b], on_vote=on_vote, on_text=on_text)
@@ -281,7 +281,7 @@ def tournament_config(**kwargs: Any) -> TournamentConfig:
     if config.strategy not in ("knockout", "elo"):
         raise UsageError(f"strategy must be knockout or elo, got {config.strategy!r}")
     if config.group_by_answer is not None:
-        from bon.answers import Checker
+        from bon.tournament.answers import Checker
 
         try:
             Checker(config.group_by_answer)  # an unknown kind, or math without math-verify

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from rich.table import Table
 from rich.text import Text
 
-from bon.show import match_label, query_text, record_flags, shorten, vote_label
+from bon.views.show import match_label, query_text, record_flags, shorten, vote_label
 
 try:
     from textual import work

@@ -284,7 +284,7 @@ def applicable(backend: str | None, options: dict[str, Any]) -> dict[str, Any]:
 def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine: dict):
     """The Policy and Judge the flags describe. A shared flag goes to each role whose backend
     takes it; one that no role's backend takes is a usage error (not silently ignored)."""
-    from bon.roles import Policy as PolicyRole
+    from bon.runs.roles import Policy as PolicyRole
 
     wanted = [role for role, on in (("policy", sample), ("judge", select)) if on]
     resolved = {role: role_options(params, given, role) for role in wanted}
@@ -311,7 +311,7 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
 
 
 def judge_role(params: dict, backend: str | None, options: dict, engine: dict):
-    from bon.roles import Judge as JudgeRole
+    from bon.runs.roles import Judge as JudgeRole
 
     return JudgeRole(params["judge"], backend, seed=params["seed"], **engine,
                      temperature=params["judge_temperature"], top_p=params["judge_top_p"],

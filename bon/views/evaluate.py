@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from bon.answers import Checker, majority_answer  # noqa: F401  (bon score's answer checks live there)
-from bon.records import InputError, decode_lines
-from bon.show import _pct, _rate, longer_candidate
+from bon.tournament.answers import Checker, majority_answer  # noqa: F401  (bon score's answer checks live there)
+from bon.io.records import InputError, decode_lines
+from bon.views.show import _pct, _rate, longer_candidate
 from bon.tasks import gather
 from bon.tournament.voting import Vote, split_votes
 from bon.tournament.seeds import derive_seed
@@ -191,9 +191,9 @@ async def evaluate(judge, source: str, fields: PairFields, *, votes: int, seed: 
     import json
 
     from bon.config import TournamentConfig
-    from bon.judge import Usage
-    from bon.pipeline import ordered_map
-    from bon.records import input_lines
+    from bon.runs.judge import Usage
+    from bon.runs.pipeline import ordered_map
+    from bon.io.records import input_lines
 
     if source != "-":
         sum(1 for _ in read_pairs(input_lines(source), fields))  # a bad line costs no model work
@@ -227,7 +227,7 @@ def render_report(figures: dict[str, Any], judge_model: str, votes: int) -> None
     """`bon eval`'s report as a table on stdout."""
     from rich.table import Table
 
-    from bon.show import make_console
+    from bon.views.show import make_console
 
     table = Table(title=f"pairwise accuracy of {judge_model} ({votes} votes per pair; split votes count half)")
     for column in ("", "accuracy", "95% CI", "pairs"):

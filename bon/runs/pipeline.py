@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bon.engines.base import Engine, RecordError
-from bon.judge import Referee, Sampler, Usage
-from bon.records import Record, RecordWriter, output_record
-from bon.show import Summary
+from bon.runs.judge import Referee, Sampler, Usage
+from bon.io.records import Record, RecordWriter, output_record
+from bon.views.show import Summary
 from bon.tasks import settle
 
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bon.errors import UsageError
-from bon.records import input_lines
+from bon.io.records import input_lines
 
 HUB_PREFIX = "hf:"
 EXTRA = 'pip install "bon[datasets]"'

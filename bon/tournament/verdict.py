@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bon.answers import BOXED, last_boxed
+from bon.tournament.answers import BOXED, last_boxed
 
 TRUNCATED = "truncated"  # cut by the token limit before a complete verdict
 NO_VERDICT = "no_verdict"  # finished without one: no `</think>` (thinking judge) or no `\boxed`

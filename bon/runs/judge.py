@@ -11,14 +11,14 @@ import asyncio
 import itertools
 from dataclasses import asdict, dataclass
 
-from bon.answers import Checker, group_answers, team_of
+from bon.tournament.answers import Checker, group_answers, team_of
 from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.base import Completion, Engine, GenerationRequest, RecordError
-from bon.prompts import Template
-from bon.records import Record
+from bon.io.prompts import Template
+from bon.io.records import Record
 from bon.tournament import Ask, Vote, derive_seed, knockout, round_robin
 from bon.tournament.elo import elo_fields
-from bon.verdict import parse_verdict
+from bon.tournament.verdict import parse_verdict
 
 
 @dataclass

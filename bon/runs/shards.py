@@ -129,7 +129,7 @@ def rerun_commands(missing_ids, manifests: list[dict]) -> list[str]:
     short (stopped, failed) is resumed with its own command; a shard with no output at all
     gets a sibling's command with the shard and the output's number changed.
     """
-    from bon.checkpoint import resume_command
+    from bon.runs.checkpoint import resume_command
 
     by_shard = {}
     for manifest in manifests:
@@ -160,7 +160,7 @@ def _sibling_for(index: int, count: int, sibling: dict) -> dict:
     """A sibling shard's manifest turned into the missing shard's: its `I/N` and its output's
     number shifted by the same amount (out.2.jsonl for shard 2 next to out.0.jsonl for shard 0;
     out.3.jsonl when the files were numbered from 1 by a `--array=1-N` job)."""
-    from bon.checkpoint import rewrite_option
+    from bon.runs.checkpoint import rewrite_option
 
     own = read_shard_text(sibling.get("shard"))
     args = rewrite_option(sibling.get("command") or [], ("-o", "--output"),

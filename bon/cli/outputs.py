@@ -17,11 +17,11 @@ from typing import Annotated, Optional
 import typer
 
 from bon import config as defaults
-from bon.cli_args import CANDIDATES_FIELD, OVERWRITE, QUERY_FIELD, AnswerCheck, Strategy
+from bon.cli.args import CANDIDATES_FIELD, OVERWRITE, QUERY_FIELD, AnswerCheck, Strategy
 from bon.errors import UsageError
-from bon.sources import input_rows
-from bon.pairs import MODES as PAIR_MODES
-from bon.show import WHERE_KINDS
+from bon.io.sources import input_rows
+from bon.views.pairs import MODES as PAIR_MODES
+from bon.views.show import WHERE_KINDS
 
 QueryField, CandidatesField, Overwrite = (f.annotation for f in (QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE))
 
@@ -51,7 +51,7 @@ def show(
 
     Without options, a summary of the judge's behaviour; with --where, one line per record
     that matched; with --id or --index, that record's bracket with every vote."""
-    from bon.show import Summary, load_records, make_console, print_long, render_record, render_summary, where_line, where_row
+    from bon.views.show import Summary, load_records, make_console, print_long, render_record, render_summary, where_line, where_row
 
     handle = open_run(file)
     console = make_console()
@@ -100,8 +100,8 @@ def score(
 
     bon's pick is scored beside the oracle (any candidate right), the first candidate and
     the majority vote over final answers."""
-    from bon.evaluate import Checker, ScoreReport
-    from bon.show import load_records, make_console
+    from bon.views.evaluate import Checker, ScoreReport
+    from bon.views.show import load_records, make_console
 
     try:
         checker = Checker(check.value)
@@ -137,9 +137,9 @@ def merge(
     overwrite: Overwrite = OVERWRITE.default,
 ) -> None:
     """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any)."""
-    from bon.checkpoint import manifest_path
-    from bon.records import FieldNames, RecordWriter, read_records
-    from bon.show import load_records
+    from bon.runs.checkpoint import manifest_path
+    from bon.io.records import FieldNames, RecordWriter, read_records
+    from bon.views.show import load_records
 
     try:
         if output.exists() and not overwrite:
@@ -170,7 +170,7 @@ def merge(
                     by_id[key] = record
         order = [r.id for r in read_records(input_rows(input), FieldNames(query_field, candidates_field))]
     except Exception as exc:
-        from bon.cli import fail
+        from bon.cli.main import fail
 
         fail(exc, False, source=input)
     missing = [i for i in order if json.dumps(i) not in by_id]
@@ -185,7 +185,7 @@ def merge(
     if missing:
         typer.echo(f"bon: {len(missing)} missing ids: {', '.join(map(str, missing[:20]))}"
                    + (" …" if len(missing) > 20 else ""), err=True)
-        from bon.shards import rerun_commands
+        from bon.runs.shards import rerun_commands
 
         for line in rerun_commands(missing, manifests):
             typer.echo(line, err=True)
@@ -196,7 +196,7 @@ def merge(
         raise typer.Exit(1)
 
 
-from bon.status import status  # noqa: E402  (its own module: it reads manifests, not records)
+from bon.views.status import status  # noqa: E402  (its own module: it reads manifests, not records)
 
 PairMode = Enum("PairMode", {mode: mode for mode in PAIR_MODES}, type=str)
 
@@ -211,9 +211,9 @@ def pairs(
     overwrite: Overwrite = OVERWRITE.default,
 ) -> None:
     """Preference pairs (prompt, chosen, rejected) from a run's judged matches, for DPO-style training."""
-    from bon.pairs import PairCounts, all_pairs
-    from bon.records import RecordWriter
-    from bon.show import load_records
+    from bon.views.pairs import PairCounts, all_pairs
+    from bon.io.records import RecordWriter
+    from bon.views.show import load_records
 
     if output is not None and output.exists() and not overwrite:
         typer.echo(f"bon: error: {output} exists: add --overwrite to replace it", err=True)
@@ -244,9 +244,9 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """What judging INPUT will take (matches, judge samples, tokens, hours); nothing is loaded or sent."""
-    from bon.plan import make_plan, measured_tokens_per_sample
-    from bon.roles import tournament_config
-    from bon.records import FieldNames, read_records
+    from bon.views.plan import make_plan, measured_tokens_per_sample
+    from bon.runs.roles import tournament_config
+    from bon.io.records import FieldNames, read_records
 
     try:
         per_sample = None
@@ -262,7 +262,7 @@ def plan(
         typer.echo(f"bon: error: cannot read {exc.filename}: {exc.strerror}", err=True)
         raise typer.Exit(2)
     except Exception as exc:
-        from bon.cli import fail
+        from bon.cli.main import fail
 
         fail(exc, False, source=input)
     figures = result.to_json()
@@ -290,7 +290,7 @@ def browse(
     / searches, letters toggle the --where filters; Enter opens a record with its bracket
     and each vote's full reasoning; q or Escape goes back."""
     try:
-        from bon.browse import BrowseApp
+        from bon.views.browse import BrowseApp
     except ImportError as exc:
         typer.echo(f"bon: error: {exc}", err=True)
         raise typer.Exit(2)

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from bon import config as defaults
-from bon.checkpoint import (CachedEngine, Manifest, ReplayEngine, Sidecar, manifest_path, open_output, safe_url,
+from bon.runs.checkpoint import (CachedEngine, Manifest, ReplayEngine, Sidecar, manifest_path, open_output, safe_url,
                             sidecar_path)
 from bon.config import ServerOptions, TournamentConfig
 from bon.errors import UsageError
-from bon.judge import Sampler
-from bon.pipeline import LazyEngine, Pipeline, RunStats
-from bon.records import FieldNames, InputError, Record, RecordWriter, read_records
-from bon.roles import Judge, Policy, Role, run_sync, tournament_config
-from bon.shards import in_shard, shard_text
-from bon.sources import input_rows
+from bon.runs.judge import Sampler
+from bon.runs.pipeline import LazyEngine, Pipeline, RunStats
+from bon.io.records import FieldNames, InputError, Record, RecordWriter, read_records
+from bon.runs.roles import Judge, Policy, Role, run_sync, tournament_config
+from bon.runs.shards import in_shard, shard_text
+from bon.io.sources import input_rows
 
 
 @dataclass(frozen=True)

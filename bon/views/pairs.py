@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from bon.show import query_text
+from bon.views.show import query_text
 
 MODES = ("matches", "best-vs-rest", "best-vs-worst")
 VOTE_SHARE, RATING_GAP = "vote_share", "rating_gap"

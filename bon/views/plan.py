@@ -28,9 +28,9 @@ from typing import Any
 from bon.config import JUDGE_SAMPLING, TournamentConfig
 from bon.engines.scripted import ScriptedEngine
 from bon.errors import UsageError
-from bon.judge import Referee
-from bon.prompts import judge_template
-from bon.records import Record
+from bon.runs.judge import Referee
+from bon.io.prompts import judge_template
+from bon.io.records import Record
 
 
 def _prefers_smaller_text(first: str, second: str, rng) -> str:

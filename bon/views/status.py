@@ -19,9 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
-from bon.checkpoint import MANIFEST_SUFFIX, manifest_path, resume_command
+from bon.runs.checkpoint import MANIFEST_SUFFIX, manifest_path, resume_command
 from bon.config import DEFAULT_LOG_EVERY
-from bon.progress import duration, status_line
+from bon.runs.progress import duration, status_line
 
 
 def _age(stamp: str | None) -> float | None:
