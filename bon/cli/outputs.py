@@ -17,7 +17,9 @@ from typing import Annotated, Optional
 import typer
 
 from bon import config as defaults
-from bon.cli.args import CANDIDATES_FIELD, OVERWRITE, QUERY_FIELD, AnswerCheck, Strategy
+from bon.cli.args import (CANDIDATES_FIELD, IO, JSON, OVERWRITE, QUERY_FIELD, RUN, TOURNAMENT_FLAGS, AnswerCheck, argument,
+                          flag, handler, tournament_settings)
+from bon.cli.failures import fail
 from bon.errors import UsageError
 from bon.io.sources import input_rows
 from bon.views.pairs import MODES as PAIR_MODES
@@ -170,8 +172,6 @@ def merge(
                     by_id[key] = record
         order = [r.id for r in read_records(input_rows(input), FieldNames(query_field, candidates_field))]
     except Exception as exc:
-        from bon.cli.main import fail
-
         fail(exc, False, source=input)
     missing = [i for i in order if json.dumps(i) not in by_id]
     with open(output, "w", encoding="utf-8") as out:
@@ -227,25 +227,21 @@ def pairs(
     typer.echo(f"bon: {counts.line()}" + (f" -> {output}" if output else ""), err=True)
 
 
-def plan(
-    input: Annotated[str, typer.Argument(help="JSONL input (as for run or select), or - for stdin.", show_default=False)],
-    n: Annotated[int, typer.Option("-n", "--n", min=2, help="Candidates per query, for records without their own.")] = defaults.DEFAULT_N,
-    votes: Annotated[int, typer.Option(min=1, help="Judgments per match.")] = defaults.DEFAULT_VOTES,
-    strategy: Annotated[Strategy, typer.Option(help="knockout: n-1 matches; elo: every pair (or --max-pairs).")] = Strategy.knockout,
-    max_pairs: Annotated[Optional[int], typer.Option(min=1, help="elo: play only this many pairs.", show_default="all")] = None,
-    max_votes: Annotated[Optional[int], typer.Option(min=1, help="Vote budget per match.", show_default="2 × votes")] = None,
-    early_stop: Annotated[bool, typer.Option("--early-stop", help="Plan for early stopping (the fewest samples then need ⌈votes/2⌉ a match).")] = False,
-    group_by_answer: Annotated[Optional[AnswerCheck], typer.Option(help="Plan an answer-aware run (exact or math): records with candidates are grouped by their answers; others count as all different.", show_default="off")] = None,
-    seed: Annotated[int, typer.Option(help="The run's seed (it decides which identical candidates meet).")] = 0,
-    previous: Annotated[Optional[str], typer.Option("--from", help="A previous bon output: its judge tokens per sample give the total tokens.", show_default=False)] = None,
-    tokens_per_second: Annotated[Optional[float], typer.Option(min=0.001, help="The judge engine's generated tokens per second (with --from: hours).", show_default=False)] = None,
-    query_field: QueryField = QUERY_FIELD.default,
-    candidates_field: CandidatesField = CANDIDATES_FIELD.default,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-) -> None:
+PLAN_OPTIONS = [
+    argument("input", "JSONL input (as for run or select), or - for stdin."), RUN["n"], *TOURNAMENT_FLAGS,
+    flag("previous", Optional[str], None, "A previous bon output: its judge tokens per sample give the total tokens.",
+         IO, "--from", show=False),
+    flag("tokens_per_second", Optional[float], None, "The judge engine's generated tokens per second (with --from: "
+         "hours).", IO, min=0.001, show=False),
+    QUERY_FIELD, CANDIDATES_FIELD, *JSON,
+]
+
+
+@handler(PLAN_OPTIONS)
+def plan(ctx: typer.Context, params: dict) -> None:
     """What judging INPUT will take (matches, judge samples, tokens, hours); nothing is loaded or sent."""
+    input, previous, tokens_per_second = params["input"], params["previous"], params["tokens_per_second"]
     from bon.views.plan import make_plan, measured_tokens_per_sample
-    from bon.runs.roles import tournament_config
     from bon.io.records import FieldNames, read_records
 
     try:
@@ -253,23 +249,19 @@ def plan(
         if previous is not None:
             with open(previous, encoding="utf-8") as handle:
                 per_sample = measured_tokens_per_sample(previous, handle)
-        tournament = tournament_config(votes=votes, max_votes=max_votes, seed=seed, early_stop=early_stop,
-                                       strategy=strategy.value, max_pairs=max_pairs,
-                                       group_by_answer=group_by_answer and group_by_answer.value)
-        records = read_records(input_rows(input), FieldNames(query_field, candidates_field))
-        result = make_plan(records, n, tournament, per_sample, tokens_per_second)
+        tournament = tournament_settings(params)
+        records = read_records(input_rows(input), FieldNames(params["query_field"], params["candidates_field"]))
+        result = make_plan(records, params["n"], tournament, per_sample, tokens_per_second)
     except OSError as exc:
         typer.echo(f"bon: error: cannot read {exc.filename}: {exc.strerror}", err=True)
         raise typer.Exit(2)
     except Exception as exc:
-        from bon.cli.main import fail
-
         fail(exc, False, source=input)
     figures = result.to_json()
-    if as_json:
+    if params["as_json"]:
         typer.echo(json.dumps(figures))
         return
-    samples = figures["judge_samples"]
+    votes, samples = tournament.votes, figures["judge_samples"]
     typer.echo(f"queries        {figures['queries']}")
     typer.echo(f"candidates     {figures['candidates']}")
     typer.echo(f"matches        {figures['matches']}")
@@ -300,4 +292,27 @@ def browse(
     BrowseApp(file).run()
 
 
-COMMANDS = {"show": show, "score": score, "merge": merge, "status": status, "pairs": pairs, "plan": plan, "browse": browse}
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON lines.")] = False,
+) -> None:
+    """The backends and strategies bon can use: its own and every installed plug-in's, with versions.
+
+    Plug-ins register through the entry-point groups bon.backends and bon.strategies; one
+    that fails to load is listed with its error."""
+    from bon.plugins import BACKENDS, installed
+
+    found = installed()
+    if as_json:
+        for plugin in found:
+            typer.echo(json.dumps({"kind": "backend" if plugin.group == BACKENDS else "strategy",
+                                   "name": plugin.name, "package": plugin.package, "version": plugin.version,
+                                   "target": plugin.target, "error": plugin.error}))
+        return
+    width = max(len(p.name) for p in found)
+    for plugin in found:
+        kind = "backend " if plugin.group == BACKENDS else "strategy"
+        line = f"{kind}  {plugin.name:<{width}}  {plugin.package} {plugin.version}  ({plugin.target})"
+        typer.echo(line + (f"  FAILED: {plugin.error}" if plugin.error else ""))
+
+
+COMMANDS = {"show": show, "score": score, "merge": merge, "status": status, "pairs": pairs, "plan": plan, "browse": browse, "plugins": plugins}
