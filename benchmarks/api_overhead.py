@@ -24,7 +24,8 @@ sys.path.insert(0, str(HERE.parent))
 
 import bon  # noqa: E402
 from bon.config import HFOptions  # noqa: E402
-from bon.engines import Backend, register_backend  # noqa: E402
+from bon.engines import Backend
+from bon.plugins import register_backend  # noqa: E402
 from bon.engines.scripted import ScriptedEngine  # noqa: E402
 
 

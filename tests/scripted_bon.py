@@ -23,7 +23,8 @@ import sys
 
 from bon.runs.checkpoint import request_key
 from bon.config import HFOptions, ServerOptions
-from bon.engines import Backend, register_backend
+from bon.engines import Backend
+from bon.plugins import register_backend
 from bon.engines.base import EngineError, RecordError
 from bon.engines.scripted import ScriptedEngine
 

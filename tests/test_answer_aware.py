@@ -195,8 +195,9 @@ def test_a_slow_match_does_not_hold_up_the_rest_of_the_bracket():
 def test_elo_counts_same_answer_pairs_as_unjudged_draws():
     answers = ["A", "A", "B", "C"]
     calls = []
-    result, scores = asyncio.run(round_robin(boxed(answers), judge_preferring([2, 2, 1, 0], calls),
-                                             TournamentConfig(votes=1), "e", teams=[0, 0, 1, 2]))
+    result = asyncio.run(round_robin(boxed(answers), judge_preferring([2, 2, 1, 0], calls),
+                                     TournamentConfig(votes=1), "e", teams=[0, 0, 1, 2]))
+    scores = result.scores
     kinds = Counter(m.decided_by for m in result.rounds[0])
     assert kinds == {"majority": 5, "same_answer": 1} and len(calls) == 5
     assert scores[0] == scores[1] > scores[2] > scores[3]  # team-mates: equal records, equal scores

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bon.config import EngineConfig
+from bon.config import EngineConfig, HFOptions
 from bon.engines.base import GenerationRequest
 from bon.engines.hf import HFEngine
 from conftest import read_jsonl, write_jsonl
@@ -22,7 +22,7 @@ ESSAY = [{"role": "user", "content": "Write a long essay about the history of Ro
 
 @pytest.fixture(scope="module")
 def engine(smollm2):
-    return asyncio.run(HFEngine.load(EngineConfig("hf", smollm2)))
+    return asyncio.run(HFEngine.load(EngineConfig("hf", smollm2, options=HFOptions())))
 
 
 def generate(engine, *requests):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from bon.cli.main import app
 from bon.config import TournamentConfig
 from bon.tournament import Vote, bradley_terry, decide_match, round_robin
-from bon.tournament.elo import choose_pairs, ranking
+from bon.tournament.elo import choose_pairs
 from conftest import read_jsonl, write_jsonl
 from test_tournament import perfect_judge
 
@@ -21,8 +21,8 @@ runner = CliRunner()
 @pytest.mark.parametrize("n", [2, 3, 5, 8, 13])
 def test_elo_ranks_exactly_the_true_order_with_an_always_right_judge(n):
     quality = random.Random(n).sample(range(100), n)
-    result, scores = asyncio.run(round_robin([f"c{q}" for q in quality], perfect_judge(quality),
-                                             TournamentConfig(votes=2), "r"))
+    result = asyncio.run(round_robin([f"c{q}" for q in quality], perfect_judge(quality), TournamentConfig(votes=2), "r"))
+    scores = result.scores
     ranking = sorted(range(n), key=lambda k: -scores[k])
     assert ranking == sorted(range(n), key=lambda k: -quality[k])
     assert result.winner == ranking[0]
@@ -70,11 +70,12 @@ def test_equal_records_rank_by_index_not_by_float_noise(n):
     # winner, e.g. n=12 with seed 13) followed the noise.
     hands = [("rock", "paper", "scissors")[i % 3] for i in range(n)]
     for seed in range(30):
-        result, scores = asyncio.run(round_robin([f"c{i}" for i in range(n)], rock_paper_scissors_judge(hands),
-                                                 TournamentConfig(votes=1, seed=seed), "r"))
+        result = asyncio.run(round_robin([f"c{i}" for i in range(n)], rock_paper_scissors_judge(hands),
+                                         TournamentConfig(votes=1, seed=seed), "r"))
         wins = [sum(m.winner == k for m in result.rounds[0]) for k in range(n)]
-        assert ranking(scores) == sorted(range(n), key=lambda k: (-wins[k], k))
-        assert result.winner == ranking(scores)[0]
+        assert result.ranking == sorted(range(n), key=lambda k: (-wins[k], k))
+        assert result.winner == result.ranking[0]
+        scores = result.scores
         for k in range(n):  # equal records, equal scores
             assert all(scores[k] == scores[j] for j in range(n) if wins[j] == wins[k])
 

@@ -1,24 +1,24 @@
-"""Backends behind one async interface (see base.py), found by name in a registry.
+"""Backends behind one async interface (see base.py): what a backend is, and bon's own three.
 
-Each backend registers its typed options class and a loader. Imports of heavy libraries
-(torch, transformers, vllm, openai) happen only when an engine is created, so `import bon`
-and `bon --help` stay fast. Tests register a scripted backend the same way.
+A backend is its typed options class and a loader. bon/plugins.py registers these three
+and any plug-in's by name (entry-point group `bon.backends`); tests register a scripted
+backend the same way. Imports of heavy libraries (torch, transformers, vllm, openai) happen
+only when an engine is created, so `import bon` and `bon --help` stay fast.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from bon.config import EngineConfig, HFOptions, ServerOptions, VLLMOptions, option_names
+from bon.config import EngineConfig, HFOptions, ServerOptions, VLLMOptions
 from bon.engines.base import BackendUnavailable, Completion, Engine, EngineError, Generation, GenerationRequest
 
-__all__ = ["Backend", "BackendUnavailable", "Completion", "Engine", "EngineError", "Generation", "GenerationRequest",
-           "check_backend", "create_engine", "default_backend", "get_backend", "register_backend",
-           "resolve_options"]
+__all__ = ["HF", "OPENAI", "VLLM", "Backend", "BackendUnavailable", "Completion", "Engine", "EngineError", "Generation",
+           "GenerationRequest", "default_backend"]
 
 
 @dataclass(frozen=True)
@@ -29,32 +29,19 @@ class Backend:
     local: bool  # loads weights in this process: two local roles run as sequential phases
     check: Callable[[EngineConfig], None] | None = None  # can it run as asked? (raise BackendUnavailable)
 
+    def with_defaults(self, config: EngineConfig) -> EngineConfig:
+        """`config` with this backend's default options where it names none."""
+        return config if config.options is not None else replace(config, options=self.options())
 
-_REGISTRY: dict[str, Backend] = {}
+    def check_config(self, config: EngineConfig) -> None:
+        """Fail early, with a line that says what to do, when this backend cannot run as asked."""
+        if self.check:
+            self.check(self.with_defaults(config))
 
-
-def register_backend(backend: Backend) -> None:
-    _REGISTRY[backend.name] = backend
-
-
-def get_backend(name: str) -> Backend:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise BackendUnavailable(f"unknown backend {name!r} (choose one of {', '.join(_REGISTRY)})") from None
-
-
-def resolve_options(backend: str, given: dict[str, Any]) -> Any:
-    """The backend's options from keyword values; a key the backend does not take is an error
-    that names the backends which do."""
-    options_type = get_backend(backend).options
-    known = option_names(options_type)
-    for key in given:
-        if key not in known:
-            takers = [b.name for b in _REGISTRY.values() if key in option_names(b.options)]
-            where = f" (it is for the {' and '.join(takers)} backend{'s' if len(takers) > 1 else ''})" if takers else ""
-            raise BackendUnavailable(f"--{key.replace('_', '-')} does not apply to the {backend} backend{where}")
-    return options_type(**given)
+    async def create(self, config: EngineConfig) -> Engine:
+        config = self.with_defaults(config)
+        self.check_config(config)
+        return await self.load(config)
 
 
 def vllm_installed() -> bool:
@@ -73,19 +60,6 @@ def default_backend(base_url: Any = None) -> str:
     if base_url:
         return "openai"
     return "vllm" if vllm_installed() and gpu_visible() else "hf"
-
-
-def check_backend(config: EngineConfig) -> None:
-    """Fail early, with a line that says what to do, for a backend that cannot run."""
-    backend = get_backend(config.backend)
-    if backend.check:
-        backend.check(config)
-
-
-async def create_engine(config: EngineConfig) -> Engine:
-    backend = get_backend(config.backend)  # EngineConfig has filled in its default options
-    check_backend(config)
-    return await backend.load(config)
 
 
 def _check_vllm(config: EngineConfig) -> None:
@@ -116,6 +90,6 @@ async def _load_hf(config: EngineConfig) -> Engine:
     return await HFEngine.load(config)
 
 
-register_backend(Backend("vllm", VLLMOptions, _load_vllm, local=True, check=_check_vllm))
-register_backend(Backend("openai", ServerOptions, _load_server, local=False, check=_check_server))
-register_backend(Backend("hf", HFOptions, _load_hf, local=True))
+VLLM = Backend("vllm", VLLMOptions, _load_vllm, local=True, check=_check_vllm)
+OPENAI = Backend("openai", ServerOptions, _load_server, local=False, check=_check_server)
+HF = Backend("hf", HFOptions, _load_hf, local=True)

@@ -4,8 +4,9 @@ Judgments arrive through an injected `ask`. Each strategy is one module here, re
 `bon.tournament.strategies`. May import config, errors and tasks only."""
 
 from bon.tournament.elo import bradley_terry, round_robin
-from bon.tournament.knockout import Tournament, knockout
+from bon.tournament.knockout import knockout
+from bon.tournament.strategy import Strategy, Tournament
 from bon.tournament.voting import Ask, Match, Vote, decide_match
 from bon.tournament.seeds import derive_seed
 
-__all__ = ["bradley_terry", "round_robin", "Ask", "Match", "Tournament", "Vote", "decide_match", "derive_seed", "knockout"]
+__all__ = ["bradley_terry", "round_robin", "Ask", "Match", "Strategy", "Tournament", "Vote", "decide_match", "derive_seed", "knockout"]

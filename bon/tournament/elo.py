@@ -21,12 +21,13 @@ import itertools
 import math
 from collections import defaultdict
 import random
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 from bon.config import TournamentConfig
 from bon.tasks import gather
-from bon.tournament.knockout import Tournament
 from bon.tournament.seeds import derive_seed
+from bon.tournament.strategy import RATING_GAP, Evidence, Strategy, Tournament
 from bon.tournament.voting import IDENTICAL, SAME_ANSWER, Ask, Match, decide_match
 
 PRIOR_GAMES = 1.0  # virtual wins and losses against the reference, per candidate
@@ -124,8 +125,8 @@ def choose_pairs(n: int, max_pairs: int | None, rng: random.Random) -> list[tupl
 async def round_robin(
     candidates: list[str], ask: Ask, config: TournamentConfig, record_id: str | int,
     max_pairs: int | None = None, on_match: Callable[[Match], None] | None = None, teams: list[int] | None = None,
-) -> tuple[Tournament, list[float]]:
-    """Play the pairs; returns the trace (one round holding every match) and the ratings.
+) -> Tournament:
+    """Play the pairs: the trace holds one round with every match, and the ratings as `scores`.
 
     `teams` (optional): each candidate's answer group; team-mates draw without a judge call.
     """
@@ -156,16 +157,34 @@ async def round_robin(
         else:
             loser = m.b if m.winner == m.a else m.a
             wins[(m.winner, loser)] = wins.get((m.winner, loser), 0.0) + 1.0
-    scores = bradley_terry(len(candidates), wins)
-    tournament = Tournament(winner=ranking(scores)[0], seed=config.seed, rounds=[matches] if matches else [],
-                            strategy="elo")
-    return tournament, scores
+    tournament = Tournament(winner=0, seed=config.seed, rounds=[matches] if matches else [], strategy="elo",
+                            scores=bradley_terry(len(candidates), wins))
+    assert tournament.ranking is not None
+    tournament.winner = tournament.ranking[0]
+    return tournament
 
 
-def ranking(scores: list[float]) -> list[int]:
-    """Candidate indices, best first (equal scores: the lower index first)."""
-    return sorted(range(len(scores)), key=lambda k: (-scores[k], k))
+class RoundRobin(Strategy):
+    """Every pair meets (or `max_pairs` of them); Bradley–Terry ratings rank the candidates."""
 
+    name = "elo"
+    summary = "every pair (round-robin), Bradley-Terry ratings"
 
-def elo_fields(scores: list[float]) -> dict[str, Any]:
-    return {"ranking": ranking(scores), "scores": [round(s, 2) for s in scores]}
+    async def play(self, candidates, ask, config, record_id, on_match=None, teams=None) -> Tournament:
+        return await round_robin(candidates, ask, config, record_id, config.max_pairs, on_match, teams)
+
+    def record_fields(self, result: Tournament) -> dict[str, Any]:
+        assert result.scores is not None
+        return {"ranking": result.ranking, "scores": [round(s, 2) for s in result.scores]}
+
+    def winner_evidence(self, record: Any) -> Iterator[Evidence]:
+        """The winner against every other candidate by the rating gap in Elo points (a pair
+        with no gap says nothing: blocked as a tiebreak)."""
+        scores, best = record.scores or [], record.best_index
+        for other in [i for i in (record.ranking or range(len(scores))) if i != best]:
+            gap = round(scores[best] - scores[other], 2)
+            yield Evidence(other, gap, RATING_GAP, [], None if gap > 0 else "tiebreak")
+
+    def weakest(self, evidence: Sequence[Evidence]) -> Evidence | None:
+        """The lowest rated."""
+        return evidence[-1] if evidence else None

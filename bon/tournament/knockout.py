@@ -30,32 +30,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from bon.config import TournamentConfig
 from bon.tasks import settle
 from bon.tournament.seeds import derive_seed
+from bon.tournament.strategy import Strategy, Tournament
 from bon.tournament.voting import BYE, IDENTICAL, SAME_ANSWER, Ask, Match, decide_match
-
-
-@dataclass
-class Tournament:
-    winner: int
-    seed: int
-    rounds: list[list[Match]] = field(default_factory=list)
-    strategy: str = "knockout"
-    answer_groups: list[dict[str, Any]] | None = None  # with --group-by-answer: the teams
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "strategy": self.strategy,
-            "seed": self.seed,
-            "rounds": [[m.to_json() for m in matches] for matches in self.rounds],
-        }
-        if self.answer_groups is not None:
-            out["answer_groups"] = self.answer_groups
-        return out
 
 
 def separate_teams(order: list[int], teams: list[int], rng: random.Random) -> list[int]:
@@ -172,3 +153,13 @@ async def knockout(
     tournament.rounds = [[m for _, _, m in sorted(matches, key=lambda snm: snm[:2])]
                          for matches in recorded if matches]
     return tournament
+
+
+class Knockout(Strategy):
+    """The RRM paper's knockout: n-1 matches over ceil(log2 n) rounds (see `knockout`)."""
+
+    name = "knockout"
+    summary = "n-1 matches"
+
+    async def play(self, candidates, ask, config, record_id, on_match=None, teams=None) -> Tournament:
+        return await knockout(candidates, ask, config, record_id, on_match, teams)

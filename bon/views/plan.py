@@ -1,9 +1,9 @@
 """What a judge job will cost, before it runs: matches, judge samples, tokens, hours.
 
 Nothing is loaded or sent. The counts come from bon's own tournament code: each record's
-bracket (or round-robin) is played through the real Referee against an in-process stand-in
-judge whose votes are unanimous, so identical texts that meet, byes, elo's pair budget and
-early stopping count exactly as a run counts them. What no plan can know is how often a
+tournament is played by its strategy, with answer teams as a run forms them, against a
+stand-in `ask` whose votes are unanimous, so identical texts that meet, byes, elo's pair
+budget and early stopping count exactly as a run counts them. What no plan can know is how often a
 real judge disagrees with itself; that spread is what min / usual / max bracket:
 
 - min: every vote agrees (with early stopping, a match then needs only ⌈votes/2⌉);
@@ -25,17 +25,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bon.config import JUDGE_SAMPLING, TournamentConfig
-from bon.engines.scripted import ScriptedEngine
+from bon.config import TournamentConfig
 from bon.errors import UsageError
-from bon.runs.judge import Referee
-from bon.io.prompts import judge_template
 from bon.io.records import Record
-
-
-def _prefers_smaller_text(first: str, second: str, rng) -> str:
-    """A judge that agrees with itself in both orders: the alphabetically first answer wins."""
-    return f"<think>plan</think>\\boxed{{Assistant {1 if first <= second else 2}}}"
+from bon.plugins import get_strategy
+from bon.runs.judge import play
+from bon.tournament import Vote
+from bon.tournament.answers import Checker
 
 
 @dataclass
@@ -70,15 +66,22 @@ class Planner:
 
     def __init__(self, n: int, tournament: TournamentConfig):
         self.n, self.tournament = n, tournament
-        self.referee = Referee(ScriptedEngine(_prefers_smaller_text, keep_requests=False), judge_template(),
-                               JUDGE_SAMPLING, tournament)
+        self.strategy = get_strategy(tournament.strategy)
+        self.checker = Checker(tournament.group_by_answer) if tournament.group_by_answer else None
         self._by_size: dict[int, tuple[int, int]] = {}  # distinct candidates -> (matches, samples)
 
     async def _play(self, record_id: str | int, candidates: list[str]) -> tuple[int, int]:
-        record = Record(line=0, id=record_id, data={}, question="plan", messages=None, candidates=candidates)
-        usage = await self.referee.select(record)
-        matches = sum(1 for rnd in record.output["tournament"]["rounds"] for m in rnd if m["votes"])
-        return matches, usage.judge_samples
+        samples = 0
+
+        async def unanimous(first: int, second: int, k: int, seed: int) -> list[Vote]:
+            """A judge that agrees with itself in both orders: the alphabetically first answer wins."""
+            nonlocal samples
+            samples += k
+            chosen = first if candidates[first] <= candidates[second] else second
+            return [Vote(first, second, chosen, "plan", "stop", None) for _ in range(k)]
+
+        result = await play(self.strategy, candidates, unanimous, self.tournament, record_id, self.checker)
+        return sum(1 for matches in result.rounds for m in matches if m.votes), samples
 
     async def work(self, record: Record) -> tuple[int, int, int]:
         """(candidates, judged matches, judge samples when every vote agrees) for one record."""

@@ -1,0 +1,30 @@
+"""How a command ends on an exception: a known failure becomes one line on stderr and an exit
+code (2: bad usage or input; 1: a model or server failed); anything else is a bug and is
+re-raised with its traceback. Every command shares it."""
+
+from __future__ import annotations
+
+import typer
+
+from bon.errors import UsageError
+
+
+def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
+    """Known failures become one line and an exit code; anything else is a bug: re-raised."""
+    from bon.runs.checkpoint import CheckpointError
+    from bon.engines import BackendUnavailable, EngineError
+    from bon.io.prompts import TemplateError
+    from bon.io.records import InputError
+
+    if debug or isinstance(exc, typer.Exit):
+        raise exc
+    if isinstance(exc, (UsageError, InputError, TemplateError, BackendUnavailable, CheckpointError)):
+        where = f"{source}: " if source and isinstance(exc, InputError) else ""
+        typer.echo(f"bon: error: {where}{exc}", err=True)
+        raise typer.Exit(2)
+    if isinstance(exc, EngineError):
+        typer.echo(f"bon: error: {exc}", err=True)
+        if getattr(exc, "resume_command", None):
+            typer.echo(f"bon: continue with: {exc.resume_command}", err=True)
+        raise typer.Exit(1)
+    raise exc
