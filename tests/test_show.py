@@ -12,7 +12,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from bon.cli.main import app
-from bon.views.show import Summary, load_records, render_record
+from bon.io.output import read_output
+from bon.views.show import Summary, render_record
 from conftest import wait_until
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run.jsonl"
@@ -40,7 +41,7 @@ EXPECTED = {
 
 
 def records():
-    return list(load_records(FIXTURE.read_text().splitlines()))
+    return list(read_output(FIXTURE.read_text().splitlines()))
 
 
 def test_summary_figures_match_hand_computed_ones():

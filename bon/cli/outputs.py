@@ -23,7 +23,7 @@ from bon.cli.failures import fail
 from bon.errors import UsageError
 from bon.io.sources import input_rows
 from bon.views.pairs import MODES as PAIR_MODES
-from bon.views.show import WHERE_KINDS
+from bon.io.stats import WHERE_KINDS
 
 QueryField, CandidatesField, Overwrite = (f.annotation for f in (QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE))
 
@@ -36,6 +36,18 @@ def open_run(file: str):
         return sys.stdin if file == "-" else open(file, encoding="utf-8")
     except OSError as exc:
         typer.echo(f"bon: error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(2)
+
+
+def run_records(handle, file: str):
+    """The records of an open bon output; exit 2 with one line naming a bad line (a torn last one is skipped)."""
+    from bon.io.output import read_output
+    from bon.io.records import InputError
+
+    try:
+        yield from read_output(handle)
+    except InputError as exc:
+        typer.echo(f"bon: error: {file}: {exc}", err=True)
         raise typer.Exit(2)
 
 
@@ -53,13 +65,13 @@ def show(
 
     Without options, a summary of the judge's behaviour; with --where, one line per record
     that matched; with --id or --index, that record's bracket with every vote."""
-    from bon.views.show import Summary, load_records, make_console, print_long, render_record, render_summary, where_line, where_row
+    from bon.views.show import Summary, make_console, print_long, render_record, render_summary, where_line, where_row
 
     handle = open_run(file)
     console = make_console()
     os.environ.setdefault("LESS", "-R")  # the pager shows colours instead of escape codes
     with handle:
-        records = load_records(handle)
+        records = run_records(handle, file)
         if where and id is None and index is None:
             kinds = [kind.value for kind in where]
             for record in records:
@@ -78,7 +90,7 @@ def show(
             return
         chosen = None
         for position, record in enumerate(records):
-            if (id is not None and str(record.get("id")) == id) or position == index:
+            if (id is not None and str(record.id) == id) or position == index:
                 chosen = record
                 break
     if chosen is None:
@@ -86,7 +98,7 @@ def show(
         typer.echo(f"bon: error: no record with {what} in {file}", err=True)
         raise typer.Exit(2)
     if as_json:
-        typer.echo(json.dumps(chosen, ensure_ascii=False, indent=2))
+        typer.echo(json.dumps(chosen.data, ensure_ascii=False, indent=2))
         return
     print_long(console, render_record(chosen, full=full, vote=vote), pager)
 
@@ -103,7 +115,7 @@ def score(
     bon's pick is scored beside the oracle (any candidate right), the first candidate and
     the majority vote over final answers."""
     from bon.views.evaluate import Checker, ScoreReport
-    from bon.views.show import load_records, make_console
+    from bon.views.show import make_console
 
     try:
         checker = Checker(check.value)
@@ -113,7 +125,7 @@ def score(
     handle = open_run(file)
     report = ScoreReport()
     with handle:
-        for record in load_records(handle):
+        for record in run_records(handle, file):
             report.add(record, reference_field, checker)
     figures = report.to_json()
     if as_json:
@@ -141,7 +153,6 @@ def merge(
     """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any)."""
     from bon.runs.checkpoint import manifest_path
     from bon.io.records import FieldNames, RecordWriter, read_records
-    from bon.views.show import load_records
 
     try:
         if output.exists() and not overwrite:
@@ -165,11 +176,11 @@ def merge(
             except OSError as exc:
                 raise UsageError(f"cannot read {file}: {exc.strerror}") from None
             with handle:
-                for record in load_records(handle):
-                    key = json.dumps(record.get("id"))
+                for record in run_records(handle, str(file)):
+                    key = json.dumps(record.id)
                     if key in by_id:
-                        duplicates.append(record.get("id"))
-                    by_id[key] = record
+                        duplicates.append(record.id)
+                    by_id[key] = record.data
         order = [r.id for r in read_records(input_rows(input), FieldNames(query_field, candidates_field))]
     except Exception as exc:
         fail(exc, False, source=input)
@@ -213,7 +224,6 @@ def pairs(
     """Preference pairs (prompt, chosen, rejected) from a run's judged matches, for DPO-style training."""
     from bon.views.pairs import PairCounts, all_pairs
     from bon.io.records import RecordWriter
-    from bon.views.show import load_records
 
     if output is not None and output.exists() and not overwrite:
         typer.echo(f"bon: error: {output} exists: add --overwrite to replace it", err=True)
@@ -222,7 +232,7 @@ def pairs(
     counts = PairCounts()
     with handle, (open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout)) as out:
         writer = RecordWriter(out)
-        for pair in all_pairs(load_records(handle), mode.value, min_margin, conversational, query_field, counts):
+        for pair in all_pairs(run_records(handle, file), mode.value, min_margin, conversational, query_field, counts):
             writer.write(pair)
     typer.echo(f"bon: {counts.line()}" + (f" -> {output}" if output else ""), err=True)
 

@@ -27,6 +27,7 @@ from bon.config import ServerOptions, TournamentConfig
 from bon.errors import UsageError
 from bon.runs.judge import Sampler
 from bon.runs.pipeline import LazyEngine, Pipeline, RunStats
+from bon.io.output import SCHEMA_VERSION
 from bon.io.records import FieldNames, InputError, Record, RecordWriter, read_records
 from bon.runs.roles import Judge, Policy, Role, run_sync, tournament_config
 from bon.runs.shards import in_shard, shard_text
@@ -148,6 +149,7 @@ class Run:
         settings = self.settings()
         self._sidecar = Sidecar(sidecar_path(output), settings, self.config.resume)
         self._manifest = Manifest(manifest_path(output), {
+            "schema_version": SCHEMA_VERSION,  # of the records in OUTPUT (bon.io.output)
             "command": self.command,
             "input": self.source if self.source in (None, "-") else str(Path(self.source).resolve()),
             "output": str(output.resolve()),

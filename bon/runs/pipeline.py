@@ -21,7 +21,7 @@ from typing import TypeVar
 from bon.engines.base import Engine, RecordError
 from bon.runs.judge import Referee, Sampler, Usage
 from bon.io.records import Record, RecordWriter, output_record
-from bon.views.show import Summary
+from bon.io.stats import Summary
 from bon.tasks import settle
 
 T = TypeVar("T")

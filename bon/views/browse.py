@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 from rich.table import Table
 from rich.text import Text
 
-from bon.views.show import match_label, query_text, record_flags, shorten, vote_label
+from bon.io.output import OutputRecord, parse_output
+from bon.io.stats import record_flags
+from bon.views.show import bracket_title, match_label, numbered_rounds, shorten, vote_label
 
 try:
     from textual import work
@@ -52,24 +54,24 @@ class Entry:
 
 
 def scan(path: str) -> Iterator[Entry]:
-    """One pass over a bon output file: an Entry per record (a torn or bad line is skipped)."""
+    """One pass over a bon output file: an Entry per record. A torn or bad line is skipped:
+    a browser shows what it can read (bon show names the bad line)."""
     with open(path, "rb") as handle:
         offset = 0
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             start, offset = offset, offset + len(line)
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = parse_output(json.loads(line), number)
+            except ValueError:  # not JSON, or not an object (InputError)
                 continue
-            if isinstance(record, dict):
-                yield Entry(start, str(record.get("id")), shorten(query_text(record), 80),
-                            record.get("best_index"), dict(record_flags(record)))
+            yield Entry(start, str(record.id), shorten(record.query(), 80), record.best_index,
+                        dict(record_flags(record)))
 
 
-def read_record(path: str, offset: int) -> dict[str, Any]:
+def read_record(path: str, offset: int) -> OutputRecord:
     with open(path, "rb") as handle:
         handle.seek(offset)
-        return json.loads(handle.readline())
+        return OutputRecord.from_json(json.loads(handle.readline()))  # an object: scan read it
 
 
 def flags_text(flags: dict[str, int]) -> str:
@@ -86,22 +88,22 @@ class RecordScreen(Screen):
     #reasoning-pane { width: 1fr; border-left: solid $accent; padding: 0 1; }
     """
 
-    def __init__(self, record: dict[str, Any]):
+    def __init__(self, record: OutputRecord):
         super().__init__()
         self.record = record
 
     def compose(self) -> ComposeResult:
-        record, best = self.record, self.record.get("best_index")
-        yield Static(Text.assemble(("record ", "bold"), (str(record.get("id")), "bold cyan"), "  ",
-                                   shorten(query_text(record), 200)), id="title")
+        record, best = self.record, self.record.best_index
+        yield Static(Text.assemble(("record ", "bold"), (str(record.id), "bold cyan"), "  ",
+                                   shorten(record.query(), 200)), id="title")
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column, justify in (("#", "right"), ("chars", "right"), ("candidate", "left")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
-        for i, text in enumerate(record.get("candidates") or []):
+        for i, text in enumerate(record.candidates or ()):
             table.add_row(str(i), str(len(text)), Text(shorten(text, 160) + (" ★ best" if i == best else ""),
                                                        style="bold green" if i == best else ""))
-        if record.get("error"):
-            table.add_row("", "", Text(f"error: {record['error']}", style="bold red"))
+        if record.error:
+            table.add_row("", "", Text(f"error: {record.error}", style="bold red"))
         yield VerticalScroll(Static(table), id="candidates")
         with Horizontal():
             yield self.bracket()
@@ -110,35 +112,31 @@ class RecordScreen(Screen):
         yield Footer()
 
     def bracket(self) -> Tree:
-        tournament = self.record.get("tournament") or {}
-        best = self.record.get("best_index")
-        tree: Tree = Tree(f"{tournament.get('strategy', 'tournament')} (seed {tournament.get('seed')})", id="bracket")
+        tournament, best = self.record.tournament, self.record.best_index
+        tree: Tree = Tree(bracket_title(tournament), id="bracket")
         tree.root.expand()
-        for group in tournament.get("answer_groups") or []:
-            tree.root.add_leaf(f"team {shorten(str(group.get('answer')), 30)!r}: "
-                               + " ".join(f"#{m}" for m in group.get("members", [])))
-        number = 0
-        for r, round_matches in enumerate(tournament.get("rounds", []), start=1):
+        for team in (tournament.answer_groups if tournament else None) or ():
+            tree.root.add_leaf(f"team {shorten(str(team.answer), 30)!r}: " + " ".join(f"#{m}" for m in team.members))
+        for r, matches in numbered_rounds(self.record):
             branch = tree.root.add(f"round {r}", expand=True)
-            for match in round_matches:
-                if not match.get("votes"):
+            for match, votes in matches:
+                if not votes:
                     branch.add_leaf(match_label(match, best))
                     continue
                 node = branch.add(match_label(match, best), expand=True)
-                for vote in match["votes"]:
-                    number += 1
-                    node.add_leaf(vote_label(number, match, vote), data={"number": number, **vote})
+                for number, vote in votes:
+                    node.add_leaf(vote_label(number, match, vote), data={"number": number, "vote": vote})
         return tree
 
     def on_mount(self) -> None:
         self.query_one(Tree).focus()
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
-        vote = event.node.data
-        if vote:
-            head = Text(f"vote {vote['number']}  ({vote.get('completion_tokens') or '?'} tokens, "
-                        f"{vote.get('finish_reason')})\n\n", style="bold")
-            self.query_one("#reasoning", Static).update(head + Text(vote.get("reasoning") or "(empty)"))
+        if event.node.data:
+            number, vote = event.node.data["number"], event.node.data["vote"]
+            head = Text(f"vote {number}  ({vote.completion_tokens or '?'} tokens, {vote.finish_reason})\n\n",
+                        style="bold")
+            self.query_one("#reasoning", Static).update(head + Text(vote.reasoning or "(empty)"))
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Iterator
 
 from bon.tournament.answers import Checker, majority_answer  # noqa: F401  (bon score's answer checks live there)
 from bon.io.records import InputError, decode_lines
-from bon.views.show import _pct, _rate, longer_candidate
+from bon.io.output import OutputRecord
+from bon.io.stats import longer_candidate, percent, rate
 from bon.tasks import gather
 from bon.tournament.voting import Vote, split_votes
 from bon.tournament.seeds import derive_seed
@@ -135,10 +136,10 @@ class EvalReport:
             "subsets": {name: _mean_ci(s) for name, s in sorted(self.subsets.items())},
             "accuracy_by_votes": {str(k): _mean_ci(self.by_votes[k])["accuracy"] for k in self.vote_counts()},
             "judge_samples": self.samples,
-            "invalid_rate": _rate(self.invalid, self.samples),
-            "first_position_win_rate": _rate(self.first_wins, self.valid),
+            "invalid_rate": rate(self.invalid, self.samples),
+            "first_position_win_rate": rate(self.first_wins, self.valid),
             # share of valid votes that chose the longer answer: 0.5 = no length bias
-            "longer_win_rate": _rate(self.longer_wins, self.length_votes),
+            "longer_win_rate": rate(self.longer_wins, self.length_votes),
         }
 
 
@@ -150,25 +151,26 @@ class ScoreReport:
     skipped: int = 0
     hits: dict[str, int] = field(default_factory=lambda: {"bon": 0, "oracle": 0, "first": 0, "majority": 0})
 
-    def add(self, record: dict[str, Any], reference_field: str, checker: Checker) -> None:
-        candidates = record.get("candidates")
-        reference = record.get(reference_field)
-        if not isinstance(candidates, list) or not candidates or reference is None or "best" not in record:
+    def add(self, record: OutputRecord | dict[str, Any], reference_field: str, checker: Checker) -> None:
+        record = OutputRecord.of(record)
+        candidates = record.candidates
+        reference = record.get(reference_field)  # the input's own field, not one of bon's
+        if not candidates or reference is None or record.best is None:
             self.skipped += 1
             return
         reference = str(reference)
         self.records += 1
         correct = [checker.correct(c, reference) for c in candidates]
-        self.hits["bon"] += checker.correct(record["best"], reference)
+        self.hits["bon"] += checker.correct(record.best, reference)
         self.hits["oracle"] += any(correct)
         self.hits["first"] += correct[0]
-        majority = majority_answer(candidates, checker)
+        majority = majority_answer(list(candidates), checker)
         self.hits["majority"] += majority is not None and correct[majority]
 
     def to_json(self) -> dict[str, Any]:
-        rate = {k: round(v / self.records, 4) if self.records else None for k, v in self.hits.items()}
-        return {"records": self.records, "skipped": self.skipped, "accuracy": rate["bon"],
-                "oracle": rate["oracle"], "first_candidate": rate["first"], "majority_vote": rate["majority"]}
+        share = {k: rate(v, self.records) for k, v in self.hits.items()}
+        return {"records": self.records, "skipped": self.skipped, "accuracy": share["bon"],
+                "oracle": share["oracle"], "first_candidate": share["first"], "majority_vote": share["majority"]}
 
 
 async def judge_pair(ask, pair: Pair, votes: int, seed: int) -> list[Vote]:
@@ -235,7 +237,7 @@ def render_report(figures: dict[str, Any], judge_model: str, votes: int) -> None
 
     def row(name, stats):
         ci = stats.get("ci95")
-        table.add_row(name, _pct(stats["accuracy"]), "–" if not ci else f"{ci[0]:.1%}–{ci[1]:.1%}",
+        table.add_row(name, percent(stats["accuracy"]), "–" if not ci else f"{ci[0]:.1%}–{ci[1]:.1%}",
                       str(stats.get("n", stats.get("pairs"))))
 
     row("all", {"accuracy": figures["accuracy"], "ci95": figures["ci95"], "n": figures["pairs"]})
@@ -243,7 +245,7 @@ def render_report(figures: dict[str, Any], judge_model: str, votes: int) -> None
         row(f"  {name}", stats)
     console = make_console()
     console.print(table)
-    console.print("accuracy by votes  " + "  ".join(f"{k}: {_pct(a)}" for k, a in figures["accuracy_by_votes"].items()))
-    line = (f"invalid votes {_pct(figures['invalid_rate'])}  ·  first-position win rate "
-            f"{_pct(figures['first_position_win_rate'])}  ·  longer-answer win rate {_pct(figures['longer_win_rate'])}")
+    console.print("accuracy by votes  " + "  ".join(f"{k}: {percent(a)}" for k, a in figures["accuracy_by_votes"].items()))
+    line = (f"invalid votes {percent(figures['invalid_rate'])}  ·  first-position win rate "
+            f"{percent(figures['first_position_win_rate'])}  ·  longer-answer win rate {percent(figures['longer_win_rate'])}")
     console.print(f"{line}  ·  {figures['judge_samples']} judge samples")
