@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bon.config import EngineConfig, SamplingConfig, TournamentConfig
-from bon.engines.base import Generation, GenerationRequest
+from bon.engines.base import Engine, Generation, GenerationRequest
 from bon.runs.judge import Referee, Usage
 from bon.io.prompts import judge_template, policy_template
 from bon.io.records import FieldNames, read_records
@@ -37,7 +37,7 @@ TOPICS = ["photosynthesis", "the French revolution", "prime numbers", "black hol
 ASKS = ["Explain {} to a ten-year-old in two sentences.", "Give one surprising fact about {}."]
 
 
-class Recording:
+class Recording(Engine):
     """Passes requests to the engine, keeping them and counting generated tokens."""
 
     def __init__(self, engine):

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bon.config import JUDGE_SAMPLING, TournamentConfig  # noqa: E402
-from bon.engines.base import Completion, Generation, GenerationRequest  # noqa: E402
+from bon.engines.base import Completion, Engine, Generation, GenerationRequest  # noqa: E402
 from bon.engines.scripted import ScriptedEngine  # noqa: E402
 from bon.runs.judge import Referee  # noqa: E402
 from bon.runs.pipeline import WINDOW_PER_SLOT, LazyEngine, Pipeline  # noqa: E402
@@ -82,7 +82,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return self.now
 
 
-class SimulatedEngine:
+class SimulatedEngine(Engine):
     """A continuous-batching GPU behind bon's Engine interface (texts from ScriptedEngine)."""
 
     name = "simulated"

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from bon.config import EngineConfig, HFOptions, ServerOptions, VLLMOptions
-from bon.engines.base import BackendUnavailable, Completion, Engine, EngineError, Generation, GenerationRequest
+from bon.engines.base import (BackendUnavailable, Completion, Engine, EngineError, EngineWrapper, Generation,
+                              GenerationRequest)
 
-__all__ = ["HF", "OPENAI", "VLLM", "Backend", "BackendUnavailable", "Completion", "Engine", "EngineError", "Generation",
-           "GenerationRequest", "default_backend"]
+__all__ = ["HF", "OPENAI", "VLLM", "Backend", "BackendUnavailable", "Completion", "Engine", "EngineError",
+           "EngineWrapper", "Generation", "GenerationRequest", "default_backend"]
 
 
 @dataclass(frozen=True)

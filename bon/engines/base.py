@@ -4,13 +4,19 @@ A caller awaits `generate(request)` for one prompt and gets `request.n` completi
 Engines batch whatever requests are pending at once (the vLLM engine and a server do it
 themselves; the transformers engine gathers them), so callers never batch by hand and a
 thousand tournaments can simply await their own matches.
+
+Besides `generate`, an engine may offer capabilities: its context limit, counting a
+prompt's tokens (so the judge can cut answers to fit), streaming, endpoint health. `Engine`
+names each one with a default that says what bon does without it; `EngineWrapper` is the
+base of engines that stand in front of another and forward all of them.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from bon.errors import BonError
 
@@ -72,16 +78,77 @@ def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
-class Engine(Protocol):
-    name: str  # "backend:model", for logs and records
+class Engine(ABC):
+    """What every backend is: `generate` is the one thing it must do; the capabilities after
+    it are optional, and their defaults here say what bon does without them.
 
-    async def generate(self, request: GenerationRequest) -> Generation: ...
+    Callers ask the interface, never probe for attributes, so a backend that lacks a
+    capability gets the documented fallback rather than silently losing a feature.
+    """
 
-    async def close(self) -> None: ...
+    name: str  # "backend:model", for logs and records; an engine that sets none is named by its class
+
+    # The most tokens (prompt and completion) one request may hold; None: unknown, so the
+    # judge prompt is sent whole (see count_prompt_tokens). Fixed once the engine has loaded.
+    context_limit: int | None = None
+
+    # Whether `stream` yields text as the model writes it (`bon compare` shows it live);
+    # False: streaming falls back to one whole generation, and compare shows each vote when done.
+    can_stream: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "name"):  # records and logs name every engine: a third party's that sets none, by its class
+            cls.name = cls.__name__
+
+    @abstractmethod
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """`request.n` completions of one prompt. RecordError fails that record alone; any
+        other EngineError ends the run."""
+
+    async def close(self) -> None:
+        """Free what the engine holds (GPU memory, connections); nothing by default."""
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        """Tokens of `messages` as the model sees them (its chat template applied); None: this
+        engine cannot count. The judge then cannot cut answers to fit `context_limit`: a
+        prompt too long for the model goes out whole, the backend rejects it, and that
+        record is written with the backend's reason as its `error` (the run goes on)."""
+        return None
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]:
+        """One sample: text pieces, then the whole Completion. By default one generation,
+        yielded as a single piece when it is done (`can_stream` is False)."""
+        (completion,) = (await self.generate(replace(request, n=1))).completions
+        yield completion.text
+        yield completion
+
+    def health(self) -> tuple[int, int] | None:
+        """(endpoints taking requests, endpoints) for the progress line; None: no endpoints (a local engine)."""
+        return None
 
 
-@runtime_checkable
-class StreamingEngine(Protocol):
-    """An engine that can also stream one sample: text pieces, then the whole Completion."""
+class EngineWrapper(Engine):
+    """An engine in front of another, which it serves as it is: every capability is the
+    inner engine's. A wrapper overrides what it changes (caching, gating, another loop)."""
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]: ...
+    def __init__(self, inner: Engine):
+        self.inner = inner
+        # Facts about the loaded model, copied once: they do not change while it runs.
+        self.name, self.context_limit, self.can_stream = inner.name, inner.context_limit, inner.can_stream
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        return await self.inner.generate(request)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        return self.inner.count_prompt_tokens(messages)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]:
+        async for piece in self.inner.stream(request):
+            yield piece
+
+    def health(self) -> tuple[int, int] | None:
+        return self.inner.health()

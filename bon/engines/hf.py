@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 
 from bon.config import EngineConfig
-from bon.engines.base import BackendUnavailable, Completion, EngineError, Generation, GenerationRequest, chat_prompt_ids
+from bon.engines.base import (BackendUnavailable, Completion, Engine, EngineError, Generation, GenerationRequest,
+                              chat_prompt_ids)
 from bon.tasks import settle
 from bon.tournament.seeds import derive_seed
 
@@ -25,7 +26,7 @@ class _Pending:
     future: asyncio.Future
 
 
-class HFEngine:
+class HFEngine(Engine):
     def __init__(self, config: EngineConfig, tokenizer, model, device: str):
         self.name = f"hf:{config.model}"
         self.tokenizer, self.model, self.device = tokenizer, model, device

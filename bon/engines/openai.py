@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from bon.config import EngineConfig, ServerOptions
-from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError
+from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest, RecordError
 from bon.engines.fleet import Endpoint, Fleet, Transient
 from bon.tasks import gather, settle
 
@@ -40,6 +40,9 @@ class PriorityRefused(RecordError):
 
 _NAMES_N = re.compile(r"\bn\b", re.IGNORECASE)  # "only n=1 is supported", "`n` must be 1"
 _NAMES_PRIORITY = re.compile(r"\bpriority\b", re.IGNORECASE)  # "Unrecognized request argument: priority"
+_NAMES_CONTEXT = re.compile(r"context length|max_model_len", re.IGNORECASE)  # "This model's maximum context length"
+# Local engines cut judge answers to fit; this one cannot count tokens, so it says so where it matters.
+NO_FIT = " (the openai backend counts no tokens, so bon cannot cut a judge prompt's answers to fit)"
 
 
 @dataclass
@@ -87,11 +90,17 @@ def retry_after(headers) -> float | None:
         return None
 
 
-class OpenAIEngine:
+class OpenAIEngine(Engine):
     """Hooks for the progress display: `on_tokens(count)` is called as tokens arrive (one per
     streamed delta, corrected to the server's count when a request ends; tokens of abandoned
     attempts stay counted, they were generated); `health()` gives (endpoints up, endpoints);
-    `fleet.retries` counts requests sent again."""
+    `fleet.retries` counts requests sent again.
+
+    It knows neither the server's context limit nor its tokenizer (the server applies the
+    chat template; counting would cost a request per try), so judge answers are never cut
+    to fit: a prompt too long for the served model fails its record with the server's reason."""
+
+    can_stream = True
 
     def __init__(self, config: EngineConfig):
         import openai
@@ -280,7 +289,8 @@ class OpenAIEngine:
                 return PriorityRefused(f"{where} refused priority: {message}")
             if status in (400, 413, 422):
                 # The server rejects this request (too long, bad content): this record's problem only.
-                return RecordError(f"{where} rejected the request: {message}")
+                return RecordError(f"{where} rejected the request: {message}"
+                                   + (NO_FIT if _NAMES_CONTEXT.search(message) else ""))
             return EngineError(f"{where} answered {status}: {message}")
         # An error event inside the stream (vLLM's engine died mid-request): may pass.
         return Transient(f"failed mid-stream: {self._scrub(str(exc))}")

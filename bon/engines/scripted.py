@@ -10,7 +10,7 @@ import asyncio
 import random
 from typing import Callable
 
-from bon.engines.base import Completion, Generation, GenerationRequest
+from bon.engines.base import Completion, Engine, Generation, GenerationRequest
 
 # decide(answer_shown_first, answer_shown_second, rng) -> the text the judge "writes"
 Decide = Callable[[str, str, random.Random], str]
@@ -29,13 +29,14 @@ def split_judge_prompt(user: str) -> tuple[str, str]:
     return first, second
 
 
-class ScriptedEngine:
+class ScriptedEngine(Engine):
     """Judges with `decide`; answers policy prompts with `candidate {i}` texts.
 
     `latency(request)` (seconds) lets scheduling tests and benchmarks make some requests slow.
     """
 
     name = "scripted"
+    can_stream = True
 
     def __init__(self, decide: Decide = prefers_longer, latency: Callable[[GenerationRequest], float] | None = None,
                  keep_requests: bool = True):

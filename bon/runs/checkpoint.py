@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bon import __version__
 from bon.config import DEFAULT_LOG_EVERY
-from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest, RecordError
+from bon.engines.base import Completion, Engine, EngineError, EngineWrapper, Generation, GenerationRequest, RecordError
 from bon.errors import BonError
 
 SIDECAR_SUFFIX = ".bon-cache.jsonl"
@@ -174,16 +174,14 @@ class Sidecar:
             self.path.unlink(missing_ok=True)
 
 
-class CachedEngine:
-    """An engine whose finished generations are kept in (and replayed from) the sidecar."""
+class CachedEngine(EngineWrapper):
+    """An engine whose finished generations are kept in (and replayed from) the sidecar;
+    streamed samples are not (`bon compare` keeps no sidecar)."""
 
     def __init__(self, engine: Engine, sidecar: Sidecar, role: str):
-        self.engine, self.sidecar, self.role = engine, sidecar, role
-        self.name = engine.name
+        super().__init__(engine)
+        self.sidecar, self.role = sidecar, role
         sidecar.engine_names[role] = engine.name
-
-    def __getattr__(self, name: str):
-        return getattr(self.engine, name)  # context_limit, count_prompt_tokens, stream, …
 
     async def generate(self, request: GenerationRequest) -> Generation:
         key = request_key(self.role, request)
@@ -191,7 +189,7 @@ class CachedEngine:
         if cached is not None:
             return cached
         try:
-            generation = await self.engine.generate(request)
+            generation = await self.inner.generate(request)
         except RecordError as exc:
             if self.role == "policy":  # the judge phase replays this record: it must fail the same way
                 self.sidecar.rejected[key] = str(exc)
@@ -199,12 +197,10 @@ class CachedEngine:
         self.sidecar.put(key, generation, index=self.role == "policy")
         return generation
 
-    async def close(self) -> None:
-        await self.engine.close()
 
-
-class ReplayEngine:
-    """Answers only from the sidecar: the policy's candidates in a judge phase, its model gone."""
+class ReplayEngine(Engine):
+    """Answers only from the sidecar: the policy's candidates in a judge phase, its model gone
+    (so it has none of a model's capabilities: the defaults stand)."""
 
     def __init__(self, sidecar: Sidecar, role: str, name: str):
         self.sidecar, self.role = sidecar, role
@@ -218,9 +214,6 @@ class ReplayEngine:
         if cached is None:
             raise EngineError(f"{self.name}: sampled candidates missing from {self.sidecar.path}")
         return cached
-
-    async def close(self) -> None:
-        pass
 
 
 def library_versions() -> dict[str, str | None]:

@@ -145,7 +145,7 @@ class Sampler:
 
 
 class Referee:
-    """Runs a record's knockout tournament with the RRM as the judge of every match."""
+    """Runs a record's tournament, by the configured strategy, with the RRM as the judge of every match."""
 
     def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, tournament: TournamentConfig,
                  on_generation=None, on_match=None):
@@ -154,15 +154,20 @@ class Referee:
         self.on_match = on_match  # progress callback(match)
         # Answer-aware tournaments: built once, so a missing math-verify fails before any work.
         self.checker = Checker(tournament.group_by_answer) if tournament.group_by_answer else None
+        self.strategy = get_strategy(tournament.strategy)
 
     def messages(self, question: str, answer1: str, answer2: str) -> tuple[list[dict], bool]:
-        """The judge prompt, shortened to fit the engine's context when the engine tells it."""
-        limit = getattr(self.engine, "context_limit", None)
-        count = getattr(self.engine, "count_prompt_tokens", None)
+        """The judge prompt, its answers cut to fit the engine's context when the engine knows
+        its limit and counts tokens; else whole (see Engine.count_prompt_tokens)."""
         render = lambda x, y: self.template.render(question=question, answer1=x, answer2=y)  # noqa: E731
-        if not limit or count is None:
-            return render(answer1, answer2), False
-        return fit_answers(render, count, limit - self.sampling.max_tokens, answer1, answer2)
+        messages = render(answer1, answer2)
+        if not self.engine.context_limit:
+            return messages, False
+        budget = self.engine.context_limit - self.sampling.max_tokens
+        tokens = self.engine.count_prompt_tokens(messages)
+        if tokens is None or tokens <= budget:
+            return messages, False
+        return fit_answers(render, self.engine.count_prompt_tokens, budget, answer1, answer2)
 
     def asker(self, question: str, candidates: list[str], usage: Usage, position: int = 0) -> Ask:
         """The tournament's `ask` for one record; `position` (its place in the input) and
@@ -231,14 +236,13 @@ async def compare(judge: Referee, question: str, answers: list[str], on_vote=Non
 
     on_vote(number, first, second) is called before each vote. Returns (Match, Usage).
     """
-    from bon.engines.base import StreamingEngine
     from bon.tournament import decide_match
 
     usage = Usage()
     batch_ask = judge.asker(question, answers, usage)
     one_at_a_time = asyncio.Lock()
     counter = itertools.count(1)
-    streaming = isinstance(judge.engine, StreamingEngine) and on_text is not None
+    streaming = judge.engine.can_stream and on_text is not None
 
     async def ask(first: int, second: int, k: int, seed: int) -> list[Vote]:
         async with one_at_a_time:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from bon.engines.base import Engine, RecordError
+from bon.engines.base import Completion, Engine, EngineWrapper, Generation, GenerationRequest, RecordError
 from bon.runs.judge import Referee, Sampler, Usage
 from bon.io.records import Record, RecordWriter, output_record
 from bon.io.stats import Summary
@@ -135,7 +135,7 @@ class LazyEngine:
         self._engine = None
 
 
-class StopGate:
+class StopGate(EngineWrapper):
     """The engine as a record sees it: once the run is stopping it sends nothing more.
 
     A stop is noticed by the concurrency window on its next turn; until then, a match
@@ -144,15 +144,24 @@ class StopGate:
     """
 
     def __init__(self, engine: Engine, stop: asyncio.Event | None):
-        self._engine, self._stop = engine, stop
+        super().__init__(engine)
+        self._stop = stop
 
-    def __getattr__(self, name: str):
-        return getattr(self._engine, name)  # name, context_limit, count_prompt_tokens
-
-    async def generate(self, request):
+    def _check(self) -> None:
         if self._stop is not None and self._stop.is_set():
             raise asyncio.CancelledError
-        return await self._engine.generate(request)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        self._check()
+        return await self.inner.generate(request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]:
+        self._check()
+        async for piece in self.inner.stream(request):
+            yield piece
+
+    async def close(self) -> None:  # a record does not own the engine: the pipeline closes it
+        pass
 
 
 @dataclass

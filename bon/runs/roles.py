@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, TypeVar
@@ -20,7 +21,7 @@ from typing import Any, Callable, Coroutine, TypeVar
 from bon import config as defaults
 from bon.config import EngineConfig, SamplingConfig, TournamentConfig
 from bon.engines import check_backend, create_engine, default_backend, get_backend, resolve_options
-from bon.engines.base import Engine, Generation, GenerationRequest
+from bon.engines.base import Completion, Engine, EngineWrapper, Generation, GenerationRequest
 from bon.errors import UsageError
 from bon.io.prompts import judge_template, policy_template
 from bon.io.records import Record, output_record
@@ -71,18 +72,31 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-class _OnLoop:
-    """An engine that lives on another (running) loop, usable from this one."""
+class _OnLoop(EngineWrapper):
+    """An engine that lives on another (running) loop, usable from this one. Its sync
+    capabilities (count_prompt_tokens, health) are thread-safe and called from here."""
 
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop):
-        self._engine, self._loop = engine, loop
-        self.name = engine.name
+        super().__init__(engine)
+        self._loop = loop
 
-    def __getattr__(self, name: str):
-        return getattr(self._engine, name)  # context_limit, count_prompt_tokens (sync, thread-safe)
+    async def _at_home(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._engine.generate(request), self._loop))
+        return await self._at_home(self.inner.generate(request))
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]:
+        pieces = self.inner.stream(request)  # stepped on its engine's loop, one piece at a time
+
+        async def next_piece() -> str | Completion | None:
+            return await anext(pieces, None)
+
+        try:
+            while (piece := await self._at_home(next_piece())) is not None:
+                yield piece
+        finally:
+            await self._at_home(pieces.aclose())
 
     async def close(self) -> None:  # the owner closes it
         pass
@@ -123,7 +137,7 @@ class Role:
         if home is not None and home is not loop:
             if home.is_running():
                 engine = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.engine(), home))
-                return _OnLoop(engine, home)  # type: ignore[return-value]
+                return _OnLoop(engine, home)
             self._engine = self._loading = self._loop = None  # its loop has ended, and the engine with it
         if self._engine is not None:
             return self._engine
@@ -139,9 +153,9 @@ class Role:
         return self._engine
 
     def health(self) -> tuple[int, int] | None:
-        """(healthy, total) server endpoints, for progress lines; None for engines without any."""
-        health = getattr(self._engine, "health", None)
-        return health() if health else None
+        """(healthy, total) server endpoints, for progress lines; None before the engine loads
+        and for engines without any."""
+        return self._engine.health() if self._engine is not None else None
 
     async def aclose(self) -> None:
         """Shut the engine down (freeing its GPU memory); the next call loads it again."""
