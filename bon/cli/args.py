@@ -148,6 +148,23 @@ ROLE_SERVERS = [
 ]
 SERVER_FLAGS = list(SERVER_OPTIONS.values())
 VLLM_FLAGS = list(VLLM_OPTIONS.values())
+
+
+def _plugin_backend_flags() -> list[Flag]:
+    """The options other backends (plug-ins') declare, each under its own panel, once."""
+    from bon.plugins import backends
+
+    offered, out = set(SERVER_OPTIONS) | set(VLLM_OPTIONS), []
+    for backend in backends():
+        for name, option in options(backend.options).items():
+            if name not in offered:
+                offered.add(name)
+                out.append(option)
+    return out
+
+
+# Loading the plug-ins here is what lets `--backend NAME` of a plug-in take its own options.
+BACKEND_FLAGS = SERVER_FLAGS + VLLM_FLAGS + _plugin_backend_flags()
 POLICY_ENGINE_ARGS = [flag("policy_engine_args", Optional[str], None, "Any other engine argument for the policy, as "
                            "JSON in vLLM's names, e.g. '{\"swap_space\": 8}'.", VLLM, show="none")]
 JUDGE_ENGINE_ARGS = [flag("judge_engine_args", Optional[str], None, "Any other engine argument for the judge, as "

@@ -24,7 +24,7 @@ import typer
 from bon import __version__
 from bon import config as defaults
 from bon.cli.args import (BACKEND, CONCURRENCY, DEBUG, INPUT, IO_FLAGS, JOB_FLAGS, JSON, JUDGE, JUDGE_ENGINE_ARGS,
-                          POLICY, POLICY_ENGINE_ARGS, QUIET, ROLE_SERVERS, SERVER_FLAGS, TOURNAMENT_FLAGS, VLLM_FLAGS,
+                          POLICY, POLICY_ENGINE_ARGS, QUIET, ROLE_SERVERS, BACKEND_FLAGS, TOURNAMENT_FLAGS,
                           SEED, VOTES, IO, MODELS, OnBadLine, argument, command, command_line, flag, given,
                           judge_from_flags,
                           make_roles, required, run_settings, tournament_settings)
@@ -50,7 +50,7 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     pass
 
 
-@command(app, "run", INPUT, POLICY, JUDGE, BACKEND, ROLE_SERVERS, TOURNAMENT_FLAGS, SERVER_FLAGS, VLLM_FLAGS,
+@command(app, "run", INPUT, POLICY, JUDGE, BACKEND, ROLE_SERVERS, TOURNAMENT_FLAGS, BACKEND_FLAGS,
          POLICY_ENGINE_ARGS, JUDGE_ENGINE_ARGS, IO_FLAGS, JOB_FLAGS)
 def run(ctx: typer.Context, params: dict) -> None:
     """Sample N candidates per query, then pick the best in a knockout tournament.
@@ -60,13 +60,13 @@ def run(ctx: typer.Context, params: dict) -> None:
     _execute(ctx, params, sample=True, select=True)
 
 
-@command(app, "sample", INPUT, POLICY, SEED, BACKEND, SERVER_FLAGS, VLLM_FLAGS, POLICY_ENGINE_ARGS, IO_FLAGS, JOB_FLAGS)
+@command(app, "sample", INPUT, POLICY, SEED, BACKEND, BACKEND_FLAGS, POLICY_ENGINE_ARGS, IO_FLAGS, JOB_FLAGS)
 def sample(ctx: typer.Context, params: dict) -> None:
     """Only sample: write each record with N `candidates` (records that have them pass through)."""
     _execute(ctx, params, sample=True, select=False)
 
 
-@command(app, "select", INPUT, JUDGE, BACKEND, TOURNAMENT_FLAGS, SERVER_FLAGS, VLLM_FLAGS, JUDGE_ENGINE_ARGS,
+@command(app, "select", INPUT, JUDGE, BACKEND, TOURNAMENT_FLAGS, BACKEND_FLAGS, JUDGE_ENGINE_ARGS,
          IO_FLAGS, JOB_FLAGS)
 def select(ctx: typer.Context, params: dict) -> None:
     """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
@@ -77,7 +77,7 @@ COMPARED = [argument("a", "First answer, as text or @file."), argument("b", "Sec
             required("query", "The query both answers respond to (text or @file).", MODELS)]
 
 
-@command(app, "compare", COMPARED, JUDGE, BACKEND, VOTES, SEED, SERVER_FLAGS, VLLM_FLAGS, JUDGE_ENGINE_ARGS, JSON, DEBUG)
+@command(app, "compare", COMPARED, JUDGE, BACKEND, VOTES, SEED, BACKEND_FLAGS, JUDGE_ENGINE_ARGS, JSON, DEBUG)
 def compare(ctx: typer.Context, params: dict) -> None:
     """Judge one pair from the command line; the reasoning streams as it is generated."""
     from bon.views.show import make_console
@@ -125,7 +125,7 @@ PAIR_FIELDS = [
 ]
 
 
-@command(app, "eval", PAIR_FIELDS, JUDGE, BACKEND, VOTES, SEED, SERVER_FLAGS, VLLM_FLAGS, JUDGE_ENGINE_ARGS, CONCURRENCY,
+@command(app, "eval", PAIR_FIELDS, JUDGE, BACKEND, VOTES, SEED, BACKEND_FLAGS, JUDGE_ENGINE_ARGS, CONCURRENCY,
          JSON, QUIET, DEBUG)
 def eval_(ctx: typer.Context, params: dict) -> None:
     """Pairwise accuracy of a judge on labelled pairs, overall, per subset and per vote count.
