@@ -36,7 +36,7 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordedVote:
     """One judge sample as written by `Vote.to_json`."""
 
@@ -68,7 +68,7 @@ class RecordedVote:
         return self.reason == "truncated" or self.finish_reason == "length"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tally:
     """A match's votes counted: for a, for b, invalid."""
 
@@ -77,7 +77,7 @@ class Tally:
     invalid: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordedMatch:
     """One match as written by `Match.to_json`, with its place in the bracket."""
 
@@ -126,7 +126,7 @@ class RecordedMatch:
         return round(max(self.tally.a, self.tally.b) / valid, 4) if valid else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AnswerTeam:
     """Answer-aware runs: candidates whose final answers agree (`answer` is None for none)."""
 
@@ -134,7 +134,7 @@ class AnswerTeam:
     members: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TournamentTrace:
     """A record's `tournament`: the bracket (or round-robin) with every match and vote."""
 
@@ -167,7 +167,7 @@ class TournamentTrace:
         return any(i in team.members and j in team.members for team in self.answer_groups or ())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JudgeUsage:
     """A record's `usage`: the judge work spent on it. A count the record lacks is None."""
 
@@ -183,7 +183,7 @@ class JudgeUsage:
         return cls(*(_int_or_none(usage.get(name)) for name in cls.__dataclass_fields__))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SamplingTrace:
     """A record's `sampling`: what the policy was asked and gave."""
 
@@ -198,7 +198,7 @@ class SamplingTrace:
                    _int_or_none(sampling.get("prompt_tokens")), _int_or_none(sampling.get("completion_tokens")))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutputRecord:
     """One line of bon's output. `data` is the record exactly as written (read it for the
     input's own fields, e.g. a reference answer: `record.get("answer")`); the rest are

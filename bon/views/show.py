@@ -55,7 +55,8 @@ def render_summary(summary: Summary) -> Table:
     table.add_row("judged matches", str(figures["judged_matches"]))
     table.add_row("tiebreak rate", percent(figures["tiebreak_rate"]))
     table.add_row("first-position win rate", percent(figures["first_position_win_rate"]) + "  (0.5 = no position bias)")
-    table.add_row("order disagreement", f"{percent(figures['order_disagreement_rate'])} of matches decided in both orders")
+    table.add_row("order disagreement",
+                  f"{percent(figures['order_disagreement_rate'])} of matches decided in both orders")
     table.add_row("longer-candidate win rate", percent(figures["longer_win_rate"]) + "  (0.5 = no length bias)")
     winners = "  ".join(f"#{k}: {v}" for k, v in figures["winner_index"].items()) or "–"
     table.add_row("winner index", winners)
