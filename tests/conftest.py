@@ -85,3 +85,30 @@ def assert_clean(stderr: str) -> None:
     """stderr of a run that ended (however) without a sign of work left running or a crash."""
     found = [line for line in stderr.splitlines() if any(sign in line for sign in UNCLEAN)]
     assert not found, stderr
+
+
+# Which real parts a test needs, read from the fixtures it uses and the helpers it calls, so that a new
+# test is classified without a decorator. `make check` deselects every one of these markers (they are
+# declared in pyproject.toml); `make test` runs them all.
+NEEDS_FIXTURE = {"smollm2": ("model",), "vllm_server": ("model", "vllm", "server"), "slurm": ("slurm", "root")}
+NEEDS_HELPER = {"tmux_screen": ("tmux",)}
+
+
+def _names_used(code) -> set[str]:
+    """Global names a function's code refers to, nested functions and lambdas included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names_used(const)
+    return names
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs = {mark for fixture in getattr(item, "fixturenames", ()) for mark in NEEDS_FIXTURE.get(fixture, ())}
+        function = getattr(item, "function", None)
+        if function is not None and hasattr(function, "__code__"):
+            used = _names_used(function.__code__)
+            needs |= {mark for helper, marks in NEEDS_HELPER.items() if helper in used for mark in marks}
+        for mark in sorted(needs - {m.name for m in item.iter_markers()}):
+            item.add_marker(mark)
