@@ -183,7 +183,7 @@ class RoundRobin(Strategy):
         scores, best = record.scores or [], record.best_index
         for other in [i for i in (record.ranking or range(len(scores))) if i != best]:
             gap = round(scores[best] - scores[other], 2)
-            yield Evidence(other, gap, RATING_GAP, [], None if gap > 0 else "tiebreak")
+            yield Evidence(best, other, gap, RATING_GAP, [], None if gap > 0 else "tiebreak")
 
     def weakest(self, evidence: Sequence[Evidence]) -> Evidence | None:
         """The lowest rated."""

@@ -64,10 +64,11 @@ class Tournament:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Why the winner beats one other candidate: the matches (as [round, position]) that
-    connect them, how sure the judge was (`margin`, in `margin_kind` units), and what keeps
-    the evidence from ranking the two (a tiebreak, identical texts), if anything."""
+    """Why `chosen` beats `rejected`: the matches (as [round, position]) that connect them,
+    how sure the judge was (`margin`, in `margin_kind` units), and what keeps the evidence
+    from ranking the two (a tiebreak, identical texts), if anything."""
 
+    chosen: int
     rejected: int
     margin: float | None
     margin_kind: str
@@ -77,14 +78,6 @@ class Evidence:
 
 
 VOTE_SHARE, RATING_GAP = "vote_share", "rating_gap"
-
-
-def vote_share(match: Any) -> float | None:
-    """The winner's share of a match's valid votes (0.5–1), None without valid votes.
-    `match` is a `tournament.Match` or a match read back from an output file: both carry a tally."""
-    tally = match.tally
-    valid = tally.get("a", 0) + tally.get("b", 0)
-    return round(max(tally.get("a", 0), tally.get("b", 0)) / valid, 4) if valid else None
 
 
 class Strategy(ABC):
@@ -130,9 +123,9 @@ class Strategy(ABC):
                     blocked = blocked or match.decided_by
             if x != best:
                 continue  # not connected to the winner by wins (an answer-aware bracket ended early)
-            shares = [vote_share(match) for match, _ in chain]
+            shares = [match.winner_share for match, _ in chain]
             margin = None if None in shares else min(s for s in shares if s is not None)
-            yield Evidence(loser, margin, VOTE_SHARE, [where for _, where in chain], blocked, depth=chain[0][1][0])
+            yield Evidence(best, loser, margin, VOTE_SHARE, [where for _, where in chain], blocked, depth=chain[0][1][0])
 
     def weakest(self, evidence: Sequence[Evidence]) -> Evidence | None:
         """For `bon pairs --mode best-vs-worst`: the candidate shown weakest. By default the
