@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bon.config import HFOptions
-from bon.engines import Backend, register_backend
+from bon.engines import Backend
+from bon.plugins import register_backend
 from bon.engines.scripted import ScriptedEngine
 
 # The bon CLI with the scripted backend registered, in a process of its own (signals, SIGKILL, resume).

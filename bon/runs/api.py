@@ -16,14 +16,14 @@ import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any, Callable
 
 from bon import config as defaults
 from bon.runs.checkpoint import (CachedEngine, Manifest, ReplayEngine, Sidecar, manifest_path, open_output, safe_url,
                             sidecar_path)
-from bon.config import ServerOptions, TournamentConfig
+from bon.config import RunConfig, ServerOptions, TournamentConfig, validity_key
 from bon.errors import UsageError
 from bon.runs.judge import Sampler
 from bon.runs.pipeline import LazyEngine, Pipeline, RunStats
@@ -32,24 +32,6 @@ from bon.io.records import FieldNames, InputError, Record, RecordWriter, read_re
 from bon.runs.roles import Judge, Policy, Role, run_sync, tournament_config
 from bon.runs.shards import in_shard, shard_text
 from bon.io.sources import input_rows
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """How a run reads, schedules and writes (the tournament's settings are TournamentConfig's)."""
-
-    n: int = defaults.DEFAULT_N  # candidates per query
-    seed: int = 0  # bracket order, coins and sampling
-    concurrency: int = defaults.DEFAULT_CONCURRENCY  # records in flight at once
-    query_field: str = "query"
-    candidates_field: str = "candidates"
-    output: Path | None = None  # write here (with a sidecar and a manifest) instead of only yielding
-    resume: bool = False  # continue `output`: skip its records, reuse its sidecar's work
-    overwrite: bool = False  # start `output` over
-    on_bad_line: str = "fail"  # or "skip": report bad input lines to `bad_line` and go on
-    shard: tuple[int, int] | None = None  # (I, N): a deterministic 1/N of the records, by id
-    split: str | None = None  # of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk folder)
-    config: str | None = None  # the dataset's configuration (hf:ORG/NAME)
 
 
 class Run:
@@ -131,11 +113,8 @@ class Run:
             out["policy_template"] = _template_hash(p.template)
         if self.judge is not None:
             j, t = self.judge, self.tournament
-            out["judge"] = {"judge": j.config.model, "votes": t.votes, "max_votes": t.max_votes,
-                            "strategy": t.strategy, "max_pairs": t.max_pairs, "early_stop": t.early_stop,
+            out["judge"] = {"judge": j.config.model, **validity_key(t, leave_out=("seed",)),  # seed: above
                             **_decoding(j.sampling), "engine_args": _engine_args_text(j)}
-            if t.group_by_answer:
-                out["judge"]["group_by_answer"] = t.group_by_answer
             out["judge_template"] = _template_hash(j.template)
         return out
 

@@ -16,8 +16,9 @@ from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.base import Completion, Engine, GenerationRequest, RecordError
 from bon.io.prompts import Template
 from bon.io.records import Record
-from bon.tournament import Ask, Vote, derive_seed, knockout, round_robin
-from bon.tournament.elo import elo_fields
+from bon.plugins import get_strategy
+from bon.tournament import Ask, Vote, derive_seed
+from bon.tournament.strategy import Strategy, Tournament
 from bon.tournament.verdict import parse_verdict
 
 
@@ -205,29 +206,32 @@ class Referee:
         assert record.candidates is not None
         usage = Usage()
         ask = self.asker(record.question, record.candidates, usage, position=record.line)
-        extra = {}
-        groups = teams = None
-        if self.checker is not None:
-            groups = group_answers(record.candidates, self.checker)
-            teams = team_of(groups, len(record.candidates))
-        if self.tournament.strategy == "elo":
-            result, scores = await round_robin(record.candidates, ask, self.tournament, record.id,
-                                               self.tournament.max_pairs, self.on_match, teams)
-            extra = elo_fields(scores)
-        else:
-            result = await knockout(record.candidates, ask, self.tournament, record.id, self.on_match, teams)
-        if groups is not None:
-            result.answer_groups = [group.to_json() for group in groups]
+        result = await play(self.strategy, record.candidates, ask, self.tournament, record.id, self.checker,
+                            self.on_match)
         usage.votes_saved = sum(m.votes_saved for matches in result.rounds for m in matches)
         record.output.update(
             candidates=record.candidates,
             best=record.candidates[result.winner],
             best_index=result.winner,
-            **extra,
+            **self.strategy.record_fields(result),
             tournament=result.to_json() | {"judge": self.engine.name},
             usage=usage.to_json(),
         )
         return usage
+
+
+async def play(strategy: Strategy, candidates: list[str], ask: Ask, tournament: TournamentConfig,
+               record_id: str | int, checker: Checker | None = None, on_match=None) -> Tournament:
+    """One record's tournament by `strategy`; with a `checker` (answer-aware runs) candidates
+    with one final answer form a team, and the trace lists the teams."""
+    groups = teams = None
+    if checker is not None:
+        groups = group_answers(candidates, checker)
+        teams = team_of(groups, len(candidates))
+    result = await strategy.play(candidates, ask, tournament, record_id, on_match, teams)
+    if groups is not None:
+        result.answer_groups = [group.to_json() for group in groups]
+    return result
 
 
 async def compare(judge: Referee, question: str, answers: list[str], on_vote=None, on_text=None):

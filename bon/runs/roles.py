@@ -20,11 +20,12 @@ from typing import Any, Callable, Coroutine, TypeVar
 
 from bon import config as defaults
 from bon.config import EngineConfig, SamplingConfig, TournamentConfig
-from bon.engines import check_backend, create_engine, default_backend, get_backend, resolve_options
+from bon.engines import default_backend
 from bon.engines.base import Completion, Engine, EngineWrapper, Generation, GenerationRequest
 from bon.errors import UsageError
 from bon.io.prompts import judge_template, policy_template
 from bon.io.records import Record, output_record
+from bon.plugins import backend_options, get_backend, get_strategy
 
 T = TypeVar("T")
 
@@ -114,9 +115,9 @@ class Role:
             options["base_url"] = tuple(options["base_url"])
         name = backend or default_backend(options.get("base_url"))
         # log_file: where the engine library's own start-up output goes (None: nowhere) unless verbose
-        self.config = EngineConfig(backend=name, model=model, options=resolve_options(name, options), seed=seed,
+        self.config = EngineConfig(backend=name, model=model, options=backend_options(name, options), seed=seed,
                                    verbose=verbose, log_file=None if log_file is None else str(log_file))
-        check_backend(self.config)
+        get_backend(name).check_config(self.config)
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loading: asyncio.Future | None = None
@@ -143,7 +144,7 @@ class Role:
             return self._engine
         if self._loading is None:
             self._loop = loop
-            self._loading = asyncio.ensure_future(create_engine(self.config))
+            self._loading = asyncio.ensure_future(get_backend(self.config.backend).create(self.config))
         try:
             self._engine = await asyncio.shield(self._loading)
         except BaseException:
@@ -292,8 +293,7 @@ def tournament_config(**kwargs: Any) -> TournamentConfig:
         raise UsageError(f"votes must be at least 1, got {config.votes}")
     if config.max_votes is not None and config.max_votes < config.votes:
         raise UsageError(f"--max-votes ({config.max_votes}) must be at least --votes ({config.votes})")
-    if config.strategy not in ("knockout", "elo"):
-        raise UsageError(f"strategy must be knockout or elo, got {config.strategy!r}")
+    get_strategy(config.strategy).check(config)  # an unknown name is a UsageError that lists the known
     if config.group_by_answer is not None:
         from bon.tournament.answers import Checker
 
