@@ -20,14 +20,14 @@ needs also depends on which answers win; the plan counts the stand-in judge's ou
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from bon.config import TournamentConfig
 from bon.errors import UsageError
-from bon.io.records import Record
+from bon.io.output import read_output
+from bon.io.records import InputError, Record
 from bon.plugins import get_strategy
 from bon.runs.judge import play
 from bon.tournament import Vote
@@ -121,16 +121,14 @@ def make_plan(records: Iterable[Record], n: int, tournament: TournamentConfig,
 def measured_tokens_per_sample(path: str, lines: Iterable[str]) -> float:
     """Judge completion tokens per judge sample over a previous bon output's records."""
     samples = tokens = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            usage = json.loads(line).get("usage") or {}
-        except (json.JSONDecodeError, AttributeError):
-            raise UsageError(f"{path} line {number} is not a bon record") from None
-        if usage.get("judge_samples") and usage.get("judge_completion_tokens") is not None:
-            samples += usage["judge_samples"]
-            tokens += usage["judge_completion_tokens"]
+    try:
+        for record in read_output(lines):
+            usage = record.usage
+            if usage and usage.judge_samples and usage.judge_completion_tokens is not None:
+                samples += usage.judge_samples
+                tokens += usage.judge_completion_tokens
+    except InputError as exc:
+        raise UsageError(f"{path} line {exc.line} is not a bon record ({exc.problem})") from None
     if not samples:
         raise UsageError(f"{path} holds no judged record with token counts to measure from")
     return tokens / samples
