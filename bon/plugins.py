@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 from bon.engines import Backend, BackendUnavailable
 from bon.errors import UsageError
 from bon.tournament.strategy import Strategy
 
 BACKENDS, STRATEGIES = "bon.backends", "bon.strategies"
+T = TypeVar("T")
 
 # bon's own, in the order help texts list them.
 BUILTIN: dict[str, list[tuple[str, str]]] = {
@@ -106,25 +107,24 @@ def installed() -> list[Plugin]:
     return list(_found)
 
 
-def get_backend(name: str) -> Backend:
+def _named(registry: dict[str, T], kind: str, name: str, error: type[Exception]) -> T:
     load_plugins()
-    try:
-        return _backends[name]
-    except KeyError:
-        raise BackendUnavailable(f"unknown backend {name!r} (choose one of {', '.join(_backends)})") from None
+    if name not in registry:
+        raise error(f"unknown {kind} {name!r} (choose one of {', '.join(registry)})")
+    return registry[name]
+
+
+def get_backend(name: str) -> Backend:
+    return _named(_backends, "backend", name, BackendUnavailable)
+
+
+def get_strategy(name: str) -> Strategy:
+    return _named(_strategies, "strategy", name, UsageError)
 
 
 def backends() -> list[Backend]:
     load_plugins()
     return list(_backends.values())
-
-
-def get_strategy(name: str) -> Strategy:
-    load_plugins()
-    try:
-        return _strategies[name]
-    except KeyError:
-        raise UsageError(f"unknown strategy {name!r} (choose one of {', '.join(_strategies)})") from None
 
 
 def strategies() -> list[Strategy]:
