@@ -38,9 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bon.tournament.answers import Checker, group_answers, majority_answer, team_of  # noqa: E402
-from bon.config import TournamentConfig  # noqa: E402
-from bon.tournament import Vote, knockout  # noqa: E402
+from bon.config import TournamentConfig
+from bon.tournament import Vote, knockout
+from bon.tournament.answers import Checker, group_answers, majority_answer, team_of
 
 N = 8
 WRONG_ANSWERS = (("13", 0.6), ("11", 0.25), ("7", 0.15))
@@ -62,10 +62,16 @@ def workload(queries: int, spread: tuple[float, float], seed: int = 0) -> list[Q
     out = []
     for q in range(queries):
         difficulty = rng.betavariate(*spread)
-        answers = [CORRECT if rng.random() < difficulty else
-                   rng.choices([a for a, _ in WRONG_ANSWERS], [w for _, w in WRONG_ANSWERS])[0] for _ in range(N)]
+        answers = [
+            CORRECT
+            if rng.random() < difficulty
+            else rng.choices([a for a, _ in WRONG_ANSWERS], [w for _, w in WRONG_ANSWERS])[0]
+            for _ in range(N)
+        ]
         # Distinct texts (no two candidates identical), answers in a box as MATH solutions end.
-        texts = [f"Solution {i} of problem {q}: working ... so the answer is \\boxed{{{a}}}." for i, a in enumerate(answers)]
+        texts = [
+            f"Solution {i} of problem {q}: working ... so the answer is \\boxed{{{a}}}." for i, a in enumerate(answers)
+        ]
         out.append(Query(q, texts, [a == CORRECT for a in answers]))
     return out
 
@@ -96,8 +102,9 @@ async def select(query: Query, strategy: str, p: float, votes: int, checker: Che
     if strategy == "majority":
         return majority_answer(query.candidates, checker), 0
     teams = team_of(group_answers(query.candidates, checker), N) if strategy == "answer-aware" else None
-    result = await knockout(query.candidates, scripted_judge(query, p, samples), TournamentConfig(votes=votes),
-                            query.id, teams=teams)
+    result = await knockout(
+        query.candidates, scripted_judge(query, p, samples), TournamentConfig(votes=votes), query.id, teams=teams
+    )
     return result.winner, samples[0]
 
 
@@ -136,8 +143,10 @@ def main() -> None:
 def run_workload(name: str, queries: list[Query], votes: int) -> None:
     oracle = sum(any(q.correct) for q in queries) / len(queries)
     half_width = lambda acc: 1.96 * math.sqrt(acc * (1 - acc) / len(queries))  # noqa: E731
-    print(f"\n{name} workload: {len(queries):,} queries × {N} candidates, {votes} votes per match; "
-          f"oracle (some candidate right) {oracle:.3f}")
+    print(
+        f"\n{name} workload: {len(queries):,} queries × {N} candidates, {votes} votes per match; "
+        f"oracle (some candidate right) {oracle:.3f}"
+    )
     for p in (0.7, 0.85):
         print(f"scripted judge, per-vote accuracy {p}")
         print(f"  {'strategy':<24}{'judge samples/query':>21}{'vs plain':>10}{'accuracy':>17}")
@@ -148,12 +157,18 @@ def run_workload(name: str, queries: list[Query], votes: int) -> None:
             print(f"  {label:<24}{samples:>21.2f}{share:>10.0%}{accuracy:>11.3f} ±{half_width(accuracy):.3f}")
         aware_samples, aware_right = figures["answer-aware"]
         differences = {other: paired_difference(aware_right, figures[other][1]) for other in ("plain", "majority")}
-        print("  answer-aware minus, same queries: " + ", ".join(
-            f"{other} {mean:+.3f} ±{half:.3f}" for other, (mean, half) in differences.items()))
+        print(
+            "  answer-aware minus, same queries: "
+            + ", ".join(f"{other} {mean:+.3f} ±{half:.3f}" for other, (mean, half) in differences.items())
+        )
         cheap = aware_samples <= 0.6 * figures["plain"][0]
-        verdict = ("met" if cheap and all(mean >= 0 for mean, _ in differences.values()) else
-                   "met within noise" if cheap and all(mean + half >= 0 for mean, half in differences.values())
-                   else "NOT met")
+        verdict = (
+            "met"
+            if cheap and all(mean >= 0 for mean, _ in differences.values())
+            else "met within noise"
+            if cheap and all(mean + half >= 0 for mean, half in differences.values())
+            else "NOT met"
+        )
         print(f"  goal (≤60% of plain's samples, accuracy ≥ both others): {verdict}")
 
 

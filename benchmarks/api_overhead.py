@@ -24,9 +24,9 @@ sys.path.insert(0, str(HERE.parent))
 
 import bon  # noqa: E402
 from bon.config import HFOptions  # noqa: E402
-from bon.engines import Backend
-from bon.plugins import register_backend  # noqa: E402
+from bon.engines import Backend  # noqa: E402
 from bon.engines.scripted import ScriptedEngine  # noqa: E402
+from bon.plugins import register_backend  # noqa: E402
 
 
 async def _load(config):
@@ -37,8 +37,14 @@ register_backend(Backend("scripted", HFOptions, _load, local=True))
 
 
 def records(count: int) -> list[dict]:
-    return [{"id": i, "query": f"question {i}", "candidates": [f"answer {j} " + "x" * ((i * 7 + j * 13) % 11)
-                                                               for j in range(8)]} for i in range(count)]
+    return [
+        {
+            "id": i,
+            "query": f"question {i}",
+            "candidates": [f"answer {j} " + "x" * ((i * 7 + j * 13) % 11) for j in range(8)],
+        }
+        for i in range(count)
+    ]
 
 
 def timed(fn) -> float:
@@ -59,8 +65,21 @@ def main() -> None:
         src.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
         def cli():
-            result = CliRunner().invoke(app, ["select", str(src), "--votes", "3", "-q", "--backend", "scripted",
-                                              "-o", str(Path(tmp) / "cli.jsonl"), "--overwrite"])
+            result = CliRunner().invoke(
+                app,
+                [
+                    "select",
+                    str(src),
+                    "--votes",
+                    "3",
+                    "-q",
+                    "--backend",
+                    "scripted",
+                    "-o",
+                    str(Path(tmp) / "cli.jsonl"),
+                    "--overwrite",
+                ],
+            )
             assert result.exit_code == 0, result.output
 
         judge = bon.Judge("j", backend="scripted")
@@ -77,12 +96,19 @@ def main() -> None:
                 async with bon.Judge("j", backend="scripted") as own:
                     for r in rows:
                         await own.aselect(r["query"], r["candidates"], id=r["id"], votes=3)
+
             asyncio.run(go())
 
         cli()  # warm imports and caches once
-        figures = {name: timed(fn) for name, fn in (("bon select (CLI)", cli), ("bon.run", library_run),
-                                                     ("judge.select per record", select_each),
-                                                     ("judge.aselect per record", aselect_each))}
+        figures = {
+            name: timed(fn)
+            for name, fn in (
+                ("bon select (CLI)", cli),
+                ("bon.run", library_run),
+                ("judge.select per record", select_each),
+                ("judge.aselect per record", aselect_each),
+            )
+        }
         judge.close()
     base = figures["bon select (CLI)"]
     print(f"{count} records × 8 candidates, 3 votes, scripted engine; CPU time per record:")

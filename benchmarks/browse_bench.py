@@ -26,18 +26,33 @@ def synthetic_record(i: int, reasoning_chars: int, rng: random.Random) -> dict:
 
     def vote(first):
         valid = rng.random() > 0.05
-        return {"first": first, "verdict": first if valid else None,
-                "reasoning": thought + "\n</think>\n\n\\boxed{Assistant 1}", "finish_reason": "stop",
-                "completion_tokens": reasoning_chars // 4} | ({} if valid else {"reason": "no_verdict"})
+        return {
+            "first": first,
+            "verdict": first if valid else None,
+            "reasoning": thought + "\n</think>\n\n\\boxed{Assistant 1}",
+            "finish_reason": "stop",
+            "completion_tokens": reasoning_chars // 4,
+        } | ({} if valid else {"reason": "no_verdict"})
 
     def match(a, b):
         votes = [vote(a), vote(b), vote(a)]
-        return {"a": a, "b": b, "winner": a, "tally": {"a": 2, "b": 1, "invalid": 0},
-                "decided_by": "tiebreak" if rng.random() < 0.1 else "majority", "votes": votes}
+        return {
+            "a": a,
+            "b": b,
+            "winner": a,
+            "tally": {"a": 2, "b": 1, "invalid": 0},
+            "decided_by": "tiebreak" if rng.random() < 0.1 else "majority",
+            "votes": votes,
+        }
 
-    return {"id": f"q{i}", "query": f"Question number {i}: what is {i} squared?",
-            "candidates": [f"answer {k} to {i}" for k in range(4)], "best": f"answer 0 to {i}", "best_index": 0,
-            "tournament": {"strategy": "knockout", "seed": 0, "rounds": [[match(0, 1), match(2, 3)], [match(0, 2)]]}}
+    return {
+        "id": f"q{i}",
+        "query": f"Question number {i}: what is {i} squared?",
+        "candidates": [f"answer {k} to {i}" for k in range(4)],
+        "best": f"answer 0 to {i}",
+        "best_index": 0,
+        "tournament": {"strategy": "knockout", "seed": 0, "rounds": [[match(0, 1), match(2, 3)], [match(0, 2)]]},
+    }
 
 
 async def open_and_read(path: str) -> tuple[float, float, int]:
@@ -72,7 +87,10 @@ def main() -> None:
         first, total, rows = asyncio.run(open_and_read(str(path)))
     print(f"{records:,} records, {size / 1e6:,.0f} MB ({reasoning} characters of reasoning per vote)")
     print(f"first rows listed after  {first:6.2f} s")
-    print(f"all {rows:,} records read after {total:6.2f} s  ({records / total:,.0f} records/s; filters and search cover them all)")
+    print(
+        f"all {rows:,} records read after {total:6.2f} s  ({records / total:,.0f} records/s; "
+        "filters and search cover them all)"
+    )
     print(f"json.loads of every line {floor:6.2f} s  -> browse's full pass is {total / floor:.1f}x that floor")
 
 

@@ -25,15 +25,30 @@ from pathlib import Path
 
 from bon.config import EngineConfig, SamplingConfig, TournamentConfig
 from bon.engines.base import Engine, Generation, GenerationRequest
-from bon.runs.judge import Referee, Usage
 from bon.io.prompts import judge_template, policy_template
 from bon.io.records import FieldNames, read_records
+from bon.runs.judge import Referee, Usage
 from bon.tournament import decide_match, derive_seed
 
 CACHE = Path(os.environ.get("BON_CACHE", Path.home() / ".cache" / "bon"))
-TOPICS = ["photosynthesis", "the French revolution", "prime numbers", "black holes", "the water cycle",
-          "machine learning", "the Roman empire", "volcanoes", "vaccines", "climate change", "jazz",
-          "the printing press", "DNA", "electric cars", "the moon landing", "coffee"]
+TOPICS = [
+    "photosynthesis",
+    "the French revolution",
+    "prime numbers",
+    "black holes",
+    "the water cycle",
+    "machine learning",
+    "the Roman empire",
+    "volcanoes",
+    "vaccines",
+    "climate change",
+    "jazz",
+    "the printing press",
+    "DNA",
+    "electric cars",
+    "the moon landing",
+    "coffee",
+]
 ASKS = ["Explain {} to a ten-year-old in two sentences.", "Give one surprising fact about {}."]
 
 
@@ -61,11 +76,16 @@ async def candidates(engine, queries: int, n: int, model: str) -> list[dict]:
         return [json.loads(line) for line in path.read_text().splitlines()]
     texts = [ask.format(topic) for topic in TOPICS for ask in ASKS][:queries]
     template = policy_template()
-    generations = await asyncio.gather(*(
-        engine.generate(GenerationRequest(template.render(query=q), n, 0.8, 0.95, 64, i)) for i, q in enumerate(texts)
-    ))
-    rows = [{"id": i, "query": q, "candidates": [c.text for c in g.completions]}
-            for i, (q, g) in enumerate(zip(texts, generations))]
+    generations = await asyncio.gather(
+        *(
+            engine.generate(GenerationRequest(template.render(query=q), n, 0.8, 0.95, 64, i))
+            for i, q in enumerate(texts)
+        )
+    )
+    rows = [
+        {"id": i, "query": q, "candidates": [c.text for c in g.completions]}
+        for i, (q, g) in enumerate(zip(texts, generations))
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
@@ -82,9 +102,9 @@ async def round_barrier(judge: Referee, records, config: TournamentConfig) -> No
                 continue
             byes[record_id] = alive.pop() if len(alive) % 2 else None
             plays += [(record_id, alive[i], alive[i + 1]) for i in range(0, len(alive), 2)]
-        matches = await asyncio.gather(*(
-            decide_match(a, b, asks[rid], config, derive_seed(rid, round_no, a, b)) for rid, a, b in plays
-        ))
+        matches = await asyncio.gather(
+            *(decide_match(a, b, asks[rid], config, derive_seed(rid, round_no, a, b)) for rid, a, b in plays)
+        )
         winners: dict = {}
         for (rid, _, _), match in zip(plays, matches):
             winners.setdefault(rid, []).append(match.winner)
@@ -96,8 +116,9 @@ async def round_barrier(judge: Referee, records, config: TournamentConfig) -> No
 async def main(args) -> None:
     from bon.engines.vllm import VLLMEngine
 
-    engine = await VLLMEngine.load(EngineConfig("vllm", args.model, seed=0,
-                                                extra={"engine_args": {"max_model_len": 4096}}))
+    engine = await VLLMEngine.load(
+        EngineConfig("vllm", args.model, seed=0, extra={"engine_args": {"max_model_len": 4096}})
+    )
     rows = await candidates(engine, args.queries, args.n, args.model)
     records = list(read_records([json.dumps(r) for r in rows], FieldNames()))
     config = TournamentConfig(votes=args.votes, seed=0)
@@ -113,8 +134,11 @@ async def main(args) -> None:
         await coroutine_factory()
         elapsed = time.monotonic() - started
         rate = recording.tokens / elapsed
-        print(f"{label:<7} {recording.tokens:>7} tokens  {len(recording.requests):>5} requests  "
-              f"{elapsed:7.1f} s  {rate:8.1f} tokens/s", flush=True)
+        print(
+            f"{label:<7} {recording.tokens:>7} tokens  {len(recording.requests):>5} requests  "
+            f"{elapsed:7.1f} s  {rate:8.1f} tokens/s",
+            flush=True,
+        )
         return rate
 
     # bon runs first (raw replays its requests); rounds before or after it with --rounds-first,

@@ -33,9 +33,26 @@ def peak_rss_kib(size: int, workdir: Path) -> tuple[int, float]:
     out = workdir / f"out{size}.jsonl"
     started = time.monotonic()
     probe = subprocess.run(
-        [sys.executable, "-c", PROBE, sys.executable, str(HELPER), "select", str(src), "-o", str(out),
-         "--votes", "2", "--concurrency", "64", "-q", "--overwrite"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            PROBE,
+            sys.executable,
+            str(HELPER),
+            "select",
+            str(src),
+            "-o",
+            str(out),
+            "--votes",
+            "2",
+            "--concurrency",
+            "64",
+            "-q",
+            "--overwrite",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     elapsed = time.monotonic() - started
     lines = sum(1 for _ in open(out))
@@ -53,8 +70,10 @@ def main() -> None:
         for size in sizes:
             rss, elapsed = peak_rss_kib(size, Path(tmp))
             results.append((size, rss))
-            print(f"records={size:>9,}  peak_rss={rss / 1024:8.1f} MiB  time={elapsed:7.1f}s  "
-                  f"({size / elapsed:,.0f} records/s)")
+            print(
+                f"records={size:>9,}  peak_rss={rss / 1024:8.1f} MiB  time={elapsed:7.1f}s  "
+                f"({size / elapsed:,.0f} records/s)"
+            )
     (small, small_rss), (big, big_rss) = results[0], results[-1]
     per_record = (big_rss - small_rss) * 1024 / max(big - small, 1)
     print(f"rss_ratio={big_rss / small_rss:.2f} growth_per_record={per_record:.0f} bytes")

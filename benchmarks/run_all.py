@@ -30,8 +30,16 @@ def main() -> None:
     if gpu_visible():
         run(str(HERE / "engine_bench.py"))
     else:
-        run(str(HERE / "engine_bench.py"), "--queries", "8", "--n", "4", "--max-tokens", "32",
-            env={"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")})
+        run(
+            str(HERE / "engine_bench.py"),
+            "--queries",
+            "8",
+            "--n",
+            "4",
+            "--max-tokens",
+            "32",
+            env={"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")},
+        )
 
 
 if __name__ == "__main__":

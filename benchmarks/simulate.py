@@ -39,13 +39,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bon.config import JUDGE_SAMPLING, TournamentConfig  # noqa: E402
-from bon.engines.base import Completion, Engine, Generation, GenerationRequest  # noqa: E402
-from bon.engines.scripted import ScriptedEngine  # noqa: E402
-from bon.runs.judge import Referee  # noqa: E402
-from bon.runs.pipeline import WINDOW_PER_SLOT, LazyEngine, Pipeline  # noqa: E402
-from bon.io.prompts import judge_template  # noqa: E402
-from bon.io.records import FieldNames, parse_record  # noqa: E402
+from bon.config import JUDGE_SAMPLING, TournamentConfig
+from bon.engines.base import Completion, Engine, Generation, GenerationRequest
+from bon.engines.scripted import ScriptedEngine
+from bon.io.prompts import judge_template
+from bon.io.records import FieldNames, parse_record
+from bon.runs.judge import Referee
+from bon.runs.pipeline import WINDOW_PER_SLOT, LazyEngine, Pipeline
 
 MAX_SEQS = 256  # sequences the engine runs at once
 STEP_BASE_MS = 12.0  # a decoding step with an empty batch
@@ -60,7 +60,7 @@ def step_seconds(running: int) -> float:
 class _JumpingSelector(selectors.DefaultSelector):
     """Never blocks: a wait for the next timer moves the virtual clock there instead."""
 
-    def __init__(self, loop: "VirtualClockLoop"):
+    def __init__(self, loop: VirtualClockLoop):
         super().__init__()
         self._loop = loop
 
@@ -167,8 +167,11 @@ class SimulatedEngine(Engine):
 def workload(queries: int, n: int):
     """Records with N distinct candidates each (the scripted judge prefers the longer)."""
     for position in range(queries):
-        obj = {"id": position, "query": f"question {position}",
-               "candidates": [f"candidate {j} of {position}" + "!" * j for j in range(n)]}
+        obj = {
+            "id": position,
+            "query": f"question {position}",
+            "candidates": [f"candidate {j} of {position}" + "!" * j for j in range(n)],
+        }
         yield parse_record(obj, position + 1, position, FieldNames())
 
 
@@ -190,9 +193,12 @@ async def run_bon(engine: SimulatedEngine, queries: int, n: int, votes: int, con
     async def load():
         return engine
 
-    pipeline = Pipeline(writer=None, concurrency=concurrency,
-                        make_judge=lambda e: Referee(e, template, JUDGE_SAMPLING, tournament),
-                        judge=LazyEngine(load))
+    pipeline = Pipeline(
+        writer=None,
+        concurrency=concurrency,
+        make_judge=lambda e: Referee(e, template, JUDGE_SAMPLING, tournament),
+        judge=LazyEngine(load),
+    )
     async for _ in pipeline.stream(records()):  # records come out in input order, as bon writes them
         written.append(loop.time())
     return written
@@ -208,10 +214,16 @@ def simulate(queries: int, n: int, votes: int, concurrency: int, honour_priority
     makespan = written[-1]
     bound = engine.tokens / (MAX_SEQS / step_seconds(MAX_SEQS))
     # Written in output order on a clock that only moves forward: already sorted.
-    return {"makespan": makespan, "efficiency": bound / makespan, "first": written[0],
-            "p50": written[len(written) // 2], "p90": written[int(len(written) * 0.9)], "last": written[-1],
-            **{f"idle_{cause}": seconds / (MAX_SEQS * makespan) for cause, seconds in engine.idle_slot_seconds.items()},
-            "tokens": engine.tokens}
+    return {
+        "makespan": makespan,
+        "efficiency": bound / makespan,
+        "first": written[0],
+        "p50": written[len(written) // 2],
+        "p90": written[int(len(written) * 0.9)],
+        "last": written[-1],
+        **{f"idle_{cause}": seconds / (MAX_SEQS * makespan) for cause, seconds in engine.idle_slot_seconds.items()},
+        "tokens": engine.tokens,
+    }
 
 
 def clock(seconds: float) -> str:
@@ -225,19 +237,26 @@ def main() -> None:
     parser.add_argument("--votes", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=256)
     args = parser.parse_args()
-    print(f"simulated GPU: up to {MAX_SEQS} sequences, step {STEP_BASE_MS} ms + {STEP_PER_SEQ_MS} ms/sequence; "
-          f"reasoning lognormal median {MEDIAN_TOKENS}, capped {CAP}; N={args.n}, votes={args.votes}, "
-          f"concurrency {args.concurrency} (ordered-output window {WINDOW_PER_SLOT * args.concurrency})")
-    print(f"{'queries':>7}  {'priority':<8}  {'makespan':>8}  {'efficiency':>10}  {'first':>7}  {'p50':>7}  "
-          f"{'p90':>7}  {'last':>7}  {'idle: window':>12}  {'concurrency':>11}  {'real s':>6}")
+    print(
+        f"simulated GPU: up to {MAX_SEQS} sequences, step {STEP_BASE_MS} ms + {STEP_PER_SEQ_MS} ms/sequence; "
+        f"reasoning lognormal median {MEDIAN_TOKENS}, capped {CAP}; N={args.n}, votes={args.votes}, "
+        f"concurrency {args.concurrency} (ordered-output window {WINDOW_PER_SLOT * args.concurrency})"
+    )
+    print(
+        f"{'queries':>7}  {'priority':<8}  {'makespan':>8}  {'efficiency':>10}  {'first':>7}  {'p50':>7}  "
+        f"{'p90':>7}  {'last':>7}  {'idle: window':>12}  {'concurrency':>11}  {'real s':>6}"
+    )
     for queries in args.sizes:
         for honour in (False, True):
             started = time.perf_counter()
             r = simulate(queries, args.n, args.votes, args.concurrency, honour)
-            print(f"{queries:>7}  {'yes' if honour else 'no (fcfs)':<8}  {clock(r['makespan']):>8}  "
-                  f"{r['efficiency']:>10.3f}  {clock(r['first']):>7}  {clock(r['p50']):>7}  {clock(r['p90']):>7}  "
-                  f"{clock(r['last']):>7}  {r['idle_window']:>12.1%}  {r['idle_concurrency']:>11.1%}  "
-                  f"{time.perf_counter() - started:>6.1f}", flush=True)
+            print(
+                f"{queries:>7}  {'yes' if honour else 'no (fcfs)':<8}  {clock(r['makespan']):>8}  "
+                f"{r['efficiency']:>10.3f}  {clock(r['first']):>7}  {clock(r['p50']):>7}  {clock(r['p90']):>7}  "
+                f"{clock(r['last']):>7}  {r['idle_window']:>12.1%}  {r['idle_concurrency']:>11.1%}  "
+                f"{time.perf_counter() - started:>6.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

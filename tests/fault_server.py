@@ -23,8 +23,20 @@ class FaultyServer:
     """`script`: what to do with each request in turn (200 = answer, 429/500/503, "drop",
     "stall", "slow", "trickle"); after it, `failure_rate` of requests get a random 429/500/503."""
 
-    def __init__(self, script=(), failure_rate=0.0, seed=0, retry_after="0", refuse_n=False, refuse_priority=False,
-                 poison=None, poison_status=422, reasoning=None, answer=VERDICT, fail_after=None):
+    def __init__(
+        self,
+        script=(),
+        failure_rate=0.0,
+        seed=0,
+        retry_after="0",
+        refuse_n=False,
+        refuse_priority=False,
+        poison=None,
+        poison_status=422,
+        reasoning=None,
+        answer=VERDICT,
+        fail_after=None,
+    ):
         self.script = list(script)
         self.failure_rate = failure_rate
         self.random = random.Random(seed)
@@ -103,8 +115,13 @@ class FaultyServer:
             handler.wfile.flush()
 
         def chunk(index, delta, finish=None):
-            return {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
-                    "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+            return {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+            }
 
         n = body.get("n", 1)
         if stall:
@@ -126,9 +143,20 @@ class FaultyServer:
                 send(chunk(i, {key: piece}))
         for i in range(n):
             send(chunk(i, {}, finish))
-        send({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body["model"], "choices": [],
-              "usage": {"prompt_tokens": 10, "completion_tokens": len(pieces) * n,
-                        "total_tokens": 10 + len(pieces) * n}})
+        send(
+            {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": body["model"],
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 10,
+                    "completion_tokens": len(pieces) * n,
+                    "total_tokens": 10 + len(pieces) * n,
+                },
+            }
+        )
         handler.wfile.write(b"data: [DONE]\n\n")
 
     def close(self):
@@ -153,4 +181,4 @@ def free_port() -> int:
 
 def _split(text: str) -> list[str]:
     """Pieces the way a tokenizer might cut them: a few characters each, spaces kept."""
-    return [text[i:i + 4] for i in range(0, len(text), 4)]
+    return [text[i : i + 4] for i in range(0, len(text), 4)]

@@ -21,13 +21,12 @@ import os
 import signal
 import sys
 
-from bon.runs.checkpoint import request_key
 from bon.config import HFOptions, ServerOptions
 from bon.engines import Backend
-from bon.plugins import register_backend
 from bon.engines.base import EngineError, RecordError
 from bon.engines.scripted import ScriptedEngine
-
+from bon.plugins import register_backend
+from bon.runs.checkpoint import request_key
 
 REQUESTS = itertools.count(1)  # this process's requests, every engine's
 CLOSED_MODELS = set()

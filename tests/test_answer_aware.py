@@ -7,13 +7,13 @@ from collections import Counter
 
 import pytest
 
-from bon.tournament.answers import AnswerGroup, Checker, group_answers, majority_answer, team_of
 from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.scripted import ScriptedEngine
-from bon.runs.judge import Referee
 from bon.io.prompts import judge_template
 from bon.io.records import Record
+from bon.runs.judge import Referee
 from bon.tournament import Vote, knockout, round_robin
+from bon.tournament.answers import AnswerGroup, Checker, group_answers, majority_answer, team_of
 from bon.tournament.knockout import separate_teams
 
 
@@ -40,14 +40,29 @@ def matches(result):
 
 # ---- teams
 
+
 def test_exact_teams_compare_the_last_box_or_the_whole_text_with_spaces_collapsed():
-    candidates = ["so \\boxed{4}", "\\boxed{ 4 }", "\\boxed{5}", "x=\\boxed{4} wait \\boxed{5}", "  plain   text ",
-                  "plain text", "", "   ", "\\boxed{}", "\\boxed{4} then \\boxed{5"]
+    candidates = [
+        "so \\boxed{4}",
+        "\\boxed{ 4 }",
+        "\\boxed{5}",
+        "x=\\boxed{4} wait \\boxed{5}",
+        "  plain   text ",
+        "plain text",
+        "",
+        "   ",
+        "\\boxed{}",
+        "\\boxed{4} then \\boxed{5",
+    ]
     groups = group_answers(candidates, Checker("exact"))
     assert groups == [
-        AnswerGroup("4", (0, 1)), AnswerGroup("5", (2, 3)), AnswerGroup("plain text", (4, 5)),
+        AnswerGroup("4", (0, 1)),
+        AnswerGroup("5", (2, 3)),
+        AnswerGroup("plain text", (4, 5)),
         # No answer (blank text, empty box): a team of its own each.
-        AnswerGroup(None, (6,)), AnswerGroup(None, (7,)), AnswerGroup(None, (8,)),
+        AnswerGroup(None, (6,)),
+        AnswerGroup(None, (7,)),
+        AnswerGroup(None, (8,)),
         # An unclosed last box: no fall back to the earlier one, the whole text is the answer.
         AnswerGroup("\\boxed{4} then \\boxed{5", (9,)),
     ]
@@ -56,8 +71,15 @@ def test_exact_teams_compare_the_last_box_or_the_whole_text_with_spaces_collapse
 
 
 def test_math_teams_group_equivalent_answers():
-    candidates = ["\\boxed{1/2}", "\\boxed{3}", "so $\\boxed{0.5}$", "I could not solve it.", "\\boxed{\\frac{1}{2}}",
-                  "\\boxed{3.0}", ""]
+    candidates = [
+        "\\boxed{1/2}",
+        "\\boxed{3}",
+        "so $\\boxed{0.5}$",
+        "I could not solve it.",
+        "\\boxed{\\frac{1}{2}}",
+        "\\boxed{3.0}",
+        "",
+    ]
     groups = group_answers(candidates, Checker("math"))
     assert [g.members for g in groups] == [(0, 2, 4), (1, 5), (3,), (6,)]
     # The answer shown is math-verify's reading of the first member's.
@@ -70,6 +92,7 @@ def test_majority_never_picks_a_team_without_an_answer_over_one_with():
 
 
 # ---- the bracket
+
 
 @pytest.mark.parametrize("sizes", [(4, 4), (3, 3, 2), (5, 3), (6, 1, 1), (7, 1), (2, 2, 2, 1), (4, 2, 1), (3, 3, 3)])
 def test_team_mates_meet_in_the_first_round_only_where_the_counts_force_it(sizes):
@@ -94,22 +117,31 @@ def test_a_perfect_judge_finds_the_best_team_and_every_judged_match_eliminates_o
         teams = [ord(a) for a in answers]  # A is the best answer, D the worst
         rank = [-t for t in teams]
         calls = []
-        result = asyncio.run(knockout(boxed(answers), judge_preferring(rank, calls), TournamentConfig(votes=1),
-                                      record_id, teams=teams))
+        result = asyncio.run(
+            knockout(boxed(answers), judge_preferring(rank, calls), TournamentConfig(votes=1), record_id, teams=teams)
+        )
         best = min(answers)
         assert answers[result.winner] == best
         judged = [m for m in matches(result) if m.decided_by == "majority"]
         # Nobody of the best team is ever eliminated, everybody else is, one per judged match.
         assert len(judged) == len(calls) == n - answers.count(best)
-        assert sorted(loser for m in judged for loser in {m.a, m.b} - {m.winner}) == \
-            sorted(i for i, a in enumerate(answers) if a != best)
+        assert sorted(loser for m in judged for loser in {m.a, m.b} - {m.winner}) == sorted(
+            i for i, a in enumerate(answers) if a != best
+        )
 
 
 def test_same_answer_pairs_advance_together_without_a_judge_call():
     answers = ["A", "A", "A", "A", "A", "A", "B", "C"]  # six of eight: team-mates must meet
     calls = []
-    result = asyncio.run(knockout(boxed(answers), judge_preferring([1] * 6 + [0, 0], calls),
-                                  TournamentConfig(votes=3), "r", teams=[0] * 6 + [1, 2]))
+    result = asyncio.run(
+        knockout(
+            boxed(answers),
+            judge_preferring([1] * 6 + [0, 0], calls),
+            TournamentConfig(votes=3),
+            "r",
+            teams=[0] * 6 + [1, 2],
+        )
+    )
     first_round = result.rounds[0]
     same = [m for m in first_round if m.decided_by == "same_answer"]
     assert len(same) == 2 and all(m.votes == [] and m.tally == {"a": 0, "b": 0, "invalid": 0} for m in same)
@@ -124,12 +156,16 @@ def test_same_answer_pairs_advance_together_without_a_judge_call():
 def test_the_tournament_ends_as_soon_as_the_survivors_share_one_answer():
     answers = ["A", "B", "A", "A"]
     calls = []
-    result = asyncio.run(knockout(boxed(answers), judge_preferring([1, 0, 1, 1], calls),
-                                  TournamentConfig(votes=1), 5, teams=[0, 1, 0, 0]))
+    result = asyncio.run(
+        knockout(
+            boxed(answers), judge_preferring([1, 0, 1, 1], calls), TournamentConfig(votes=1), 5, teams=[0, 1, 0, 0]
+        )
+    )
     # B loses its first match; the A's then never meet: one judged match in all.
     assert len(calls) == 1 and len(result.rounds) == 1
-    assert [m.decided_by for m in result.rounds[0]] == ["majority", "same_answer"] or \
-        [m.decided_by for m in result.rounds[0]] == ["same_answer", "majority"]
+    assert [m.decided_by for m in result.rounds[0]] == ["majority", "same_answer"] or [
+        m.decided_by for m in result.rounds[0]
+    ] == ["same_answer", "majority"]
     # The winner is the first survivor in bracket order (slot i holds positions 2i, 2i+1).
     order = [c for m in result.rounds[0] for c in (m.a, m.b)]
     assert result.winner == next(c for c in order if answers[c] == "A")
@@ -147,8 +183,15 @@ def test_squads_play_a_relay_the_loser_replaced_by_its_next_team_mate():
     calls = []
     for record_id in range(20):
         calls.clear()
-        result = asyncio.run(knockout(boxed(answers), judge_preferring([rank[a] for a in answers], calls),
-                                      TournamentConfig(votes=1), record_id, teams=[0, 0, 1, 2]))
+        result = asyncio.run(
+            knockout(
+                boxed(answers),
+                judge_preferring([rank[a] for a in answers], calls),
+                TournamentConfig(votes=1),
+                record_id,
+                teams=[0, 0, 1, 2],
+            )
+        )
         assert result.winner == 2
         assert len(calls) == 3  # each judged match eliminated one of the three others
         assert sum(2 in c and (0 in c or 1 in c) for c in calls) == 2  # B beat both A's
@@ -168,8 +211,12 @@ def test_the_bracket_is_the_same_whatever_order_the_judge_answers_in():
 
         return ask
 
-    traces = {json.dumps(asyncio.run(knockout(boxed(answers), slow_judge(s), TournamentConfig(votes=2), "r",
-                                              teams=teams)).to_json()) for s in range(6)}
+    traces = {
+        json.dumps(
+            asyncio.run(knockout(boxed(answers), slow_judge(s), TournamentConfig(votes=2), "r", teams=teams)).to_json()
+        )
+        for s in range(6)
+    }
     assert len(traces) == 1
 
 
@@ -192,11 +239,15 @@ def test_a_slow_match_does_not_hold_up_the_rest_of_the_bracket():
 
 # ---- elo and the trace
 
+
 def test_elo_counts_same_answer_pairs_as_unjudged_draws():
     answers = ["A", "A", "B", "C"]
     calls = []
-    result = asyncio.run(round_robin(boxed(answers), judge_preferring([2, 2, 1, 0], calls),
-                                     TournamentConfig(votes=1), "e", teams=[0, 0, 1, 2]))
+    result = asyncio.run(
+        round_robin(
+            boxed(answers), judge_preferring([2, 2, 1, 0], calls), TournamentConfig(votes=1), "e", teams=[0, 0, 1, 2]
+        )
+    )
     scores = result.scores
     kinds = Counter(m.decided_by for m in result.rounds[0])
     assert kinds == {"majority": 5, "same_answer": 1} and len(calls) == 5
@@ -205,8 +256,12 @@ def test_elo_counts_same_answer_pairs_as_unjudged_draws():
 
 
 def referee_select(candidates, group_by_answer, strategy="knockout"):
-    referee = Referee(ScriptedEngine(), judge_template(), SamplingConfig(0.6, 1.0, 64),
-                      TournamentConfig(votes=1, group_by_answer=group_by_answer, strategy=strategy))
+    referee = Referee(
+        ScriptedEngine(),
+        judge_template(),
+        SamplingConfig(0.6, 1.0, 64),
+        TournamentConfig(votes=1, group_by_answer=group_by_answer, strategy=strategy),
+    )
     record = Record(line=1, id="q", data={}, question="What is 2+2?", messages=None, candidates=candidates)
     usage = asyncio.run(referee.select(record))
     return record.output, usage
@@ -216,8 +271,11 @@ def test_the_trace_records_the_teams_and_each_match_kind():
     candidates = ["so \\boxed{4}", "it is \\boxed{ 4 }", "a longer wrong one \\boxed{5}", ""]
     output, usage = referee_select(candidates, "exact")
     tournament = output["tournament"]
-    assert tournament["answer_groups"] == [{"answer": "4", "members": [0, 1]}, {"answer": "5", "members": [2]},
-                                           {"answer": None, "members": [3]}]
+    assert tournament["answer_groups"] == [
+        {"answer": "4", "members": [0, 1]},
+        {"answer": "5", "members": [2]},
+        {"answer": None, "members": [3]},
+    ]
     kinds = [m["decided_by"] for r in tournament["rounds"] for m in r]
     assert set(kinds) <= {"majority", "tiebreak", "same_answer", "bye"}
     # The scripted judge prefers longer texts: the wrong answer beats both 4s, one match each.
@@ -245,12 +303,15 @@ def test_cli_select_groups_by_answer(tmp_path, scripted):
 
     rows = [{"query": "2+2?", "candidates": ["it is \\boxed{4}", "so \\boxed{4}", "\\boxed{4} indeed", "\\boxed{5}"]}]
     src = write_jsonl(tmp_path / "q.jsonl", rows)
-    result = CliRunner().invoke(app, ["select", str(src), "--group-by-answer", "exact", "--votes", "1", "-q",
-                                      "--backend", "scripted"])
+    result = CliRunner().invoke(
+        app, ["select", str(src), "--group-by-answer", "exact", "--votes", "1", "-q", "--backend", "scripted"]
+    )
     assert result.exit_code == 0, result.output
     (record,) = read_jsonl(result.stdout)
-    assert record["tournament"]["answer_groups"] == [{"answer": "4", "members": [0, 1, 2]},
-                                                     {"answer": "5", "members": [3]}]
+    assert record["tournament"]["answer_groups"] == [
+        {"answer": "4", "members": [0, 1, 2]},
+        {"answer": "5", "members": [3]},
+    ]
     # The 5 meets one 4 and loses (the scripted judge prefers longer texts; every 4 is
     # longer); then only 4s are left: one judged match in all.
     assert record["usage"]["judge_samples"] == 1 and record["best"] != "\\boxed{5}"

@@ -15,8 +15,9 @@ from bon.errors import BonError
 from conftest import write_jsonl
 
 QUERIES = [{"id": f"q{i}", "query": f"question {i}", "topic": "kept"} for i in range(6)]
-WITH_CANDIDATES = [{"id": i, "query": f"pick {i}", "candidates": ["a", "bbb", "cc", "dddd"][: 2 + i % 3]}
-                   for i in range(5)]
+WITH_CANDIDATES = [
+    {"id": i, "query": f"pick {i}", "candidates": ["a", "bbb", "cc", "dddd"][: 2 + i % 3]} for i in range(5)
+]
 
 
 def dumps(record):
@@ -50,17 +51,52 @@ def test_select_record_is_exactly_what_bon_select_writes(tmp_path, scripted):
 def test_run_yields_byte_for_byte_what_the_cli_writes(tmp_path, scripted, strategy, early_stop):
     src = write_jsonl(tmp_path / "q.jsonl", QUERIES)
     flags = ["--strategy", strategy] + (["--early-stop"] if early_stop else [])
-    cli = CliRunner().invoke(app, ["run", str(src), "--policy", "pol", "--judge", "jud", "-n", "4", "--votes", "3",
-                                   "--seed", "7", "-q", "--backend", "scripted", "-o", str(tmp_path / "cli.jsonl"),
-                                   *flags])
+    cli = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(src),
+            "--policy",
+            "pol",
+            "--judge",
+            "jud",
+            "-n",
+            "4",
+            "--votes",
+            "3",
+            "--seed",
+            "7",
+            "-q",
+            "--backend",
+            "scripted",
+            "-o",
+            str(tmp_path / "cli.jsonl"),
+            *flags,
+        ],
+    )
     assert cli.exit_code == 0, cli.output
     policy = bon.Policy("pol", backend="scripted")
     judge = bon.Judge("jud", backend="scripted")
     with policy, judge:
-        lines = [dumps(out) + "\n" for out in bon.run(QUERIES, policy=policy, judge=judge, n=4, votes=3, seed=7,
-                                                      strategy=strategy, early_stop=early_stop)]
-        list(bon.run(str(src), policy=policy, judge=judge, n=4, votes=3, seed=7, strategy=strategy,
-                                      early_stop=early_stop, output=tmp_path / "api.jsonl"))
+        lines = [
+            dumps(out) + "\n"
+            for out in bon.run(
+                QUERIES, policy=policy, judge=judge, n=4, votes=3, seed=7, strategy=strategy, early_stop=early_stop
+            )
+        ]
+        list(
+            bon.run(
+                str(src),
+                policy=policy,
+                judge=judge,
+                n=4,
+                votes=3,
+                seed=7,
+                strategy=strategy,
+                early_stop=early_stop,
+                output=tmp_path / "api.jsonl",
+            )
+        )
     cli_bytes = (tmp_path / "cli.jsonl").read_bytes()
     assert "".join(lines).encode() == cli_bytes
     assert (tmp_path / "api.jsonl").read_bytes() == cli_bytes
@@ -85,8 +121,10 @@ def test_output_and_resume_give_the_clis_sidecar_and_skip_finished_records(tmp_p
         again = list(bon.run(WITH_CANDIDATES, judge=judge, output=out, resume=True))
     assert [r["id"] for r in first] == [0, 1, 2] and [r["id"] for r in again] == [3, 4]
     assert len(out.read_text().splitlines()) == 5
-    assert all("### Assistant 1" in r.messages[-1]["content"] and "pick 0" not in r.messages[-1]["content"]
-               for r in scripted.requests[before:])
+    assert all(
+        "### Assistant 1" in r.messages[-1]["content"] and "pick 0" not in r.messages[-1]["content"]
+        for r in scripted.requests[before:]
+    )
     with pytest.raises(BonError, match="exists: add --resume"):
         with bon.Judge("jud", backend="scripted") as judge:
             list(bon.run(WITH_CANDIDATES, judge=judge, output=out))
@@ -108,9 +146,12 @@ def test_async_twins_in_a_running_loop(scripted):
 
 def test_sync_calls_work_where_a_loop_is_already_running(scripted):
     """Jupyter runs cells inside an event loop: the sync API must not need one of its own."""
+
     async def cell():
         with bon.Judge("jud", backend="scripted") as judge:
-            return judge.select("q", ["a", "bb"], votes=1).best, [o["best"] for o in bon.run(WITH_CANDIDATES[:2], judge=judge, votes=1)]
+            return judge.select("q", ["a", "bb"], votes=1).best, [
+                o["best"] for o in bon.run(WITH_CANDIDATES[:2], judge=judge, votes=1)
+            ]
 
     best, bests = asyncio.run(cell())
     assert best == "bb" and bests == ["bbb", "bbb"]
@@ -144,7 +185,7 @@ def test_on_bad_line_skip_goes_on_past_bad_input_dicts(scripted, caplog):
 def test_a_caller_that_stops_early_leaves_a_resumable_output(tmp_path, scripted):
     out = tmp_path / "out.jsonl"
     with bon.Judge("jud", backend="scripted") as judge:
-        for record in bon.run(WITH_CANDIDATES, judge=judge, votes=1, output=out, concurrency=1):
+        for _record in bon.run(WITH_CANDIDATES, judge=judge, votes=1, output=out, concurrency=1):
             break
         manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
         assert manifest["status"] == "interrupted" and (tmp_path / "out.jsonl.bon-cache.jsonl").exists()

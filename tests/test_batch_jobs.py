@@ -2,8 +2,8 @@
 per-record errors, shards and merge, the manifest. Real processes, scripted judge."""
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,15 +21,22 @@ bon = scripted_bon
 
 
 def start(*args, env=None):
-    return subprocess.Popen(SCRIPTED_BON + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, **(env or {})))
+    return subprocess.Popen(
+        SCRIPTED_BON + [str(a) for a in args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 def wait_for_text(path: Path, text: str, process):
     """Wait until `path` holds `text` while `process` is still running."""
+
     def written():
         assert process.poll() is None, process.stderr.read()
         return path.exists() and text in path.read_text()
+
     wait_until(written, f"{path.name} to hold {text!r}")
 
 
@@ -37,6 +44,7 @@ def wait_for_lines(path: Path, count: int, process):
     def reached():
         assert process.poll() is None, process.stderr.read()
         return path.exists() and path.read_text().count("\n") >= count
+
     wait_until(reached, f"{path.name} to reach {count} lines")
 
 
@@ -122,8 +130,18 @@ def test_a_second_signal_exits_at_once(tmp_path, queries):
     """The first signal starts a graceful stop whose engine shutdown is slow; the second ends it
     there: the shutdown never finishes."""
     out, log, closing = tmp_path / "out.jsonl", tmp_path / "requests.log", tmp_path / "close.log"
-    process = start(*RUN, queries, "-o", out, env={"BON_TEST_LATENCY": "2", "BON_TEST_LOG": str(log),
-                                                   "BON_TEST_CLOSE_LATENCY": "60", "BON_TEST_CLOSE_LOG": str(closing)})
+    process = start(
+        *RUN,
+        queries,
+        "-o",
+        out,
+        env={
+            "BON_TEST_LATENCY": "2",
+            "BON_TEST_LOG": str(log),
+            "BON_TEST_CLOSE_LATENCY": "60",
+            "BON_TEST_CLOSE_LOG": str(closing),
+        },
+    )
     wait_for_lines(log, 1, process)  # the pipeline is running: its first request is out
     process.send_signal(signal.SIGINT)
     wait_for_text(closing, "close started", process)  # the graceful stop is shutting the engine down
@@ -168,8 +186,14 @@ def test_a_signal_while_files_open_is_kept_for_the_pipeline():
 
 
 def test_skip_bad_lines_reports_counts_and_rejects(tmp_path):
-    lines = [json.dumps({"query": "good one"}), "{broken", json.dumps({"query": ""}), json.dumps([1]),
-             json.dumps({"query": "good two"}), json.dumps({"query": "c", "candidates": ["ok", 3]})]
+    lines = [
+        json.dumps({"query": "good one"}),
+        "{broken",
+        json.dumps({"query": ""}),
+        json.dumps([1]),
+        json.dumps({"query": "good two"}),
+        json.dumps({"query": "c", "candidates": ["ok", 3]}),
+    ]
     src = tmp_path / "q.jsonl"
     src.write_bytes(("\n".join(lines) + "\n").encode() + b'{"query": "\xff"}\n')
     rejects = tmp_path / "rejects.jsonl"
@@ -177,9 +201,14 @@ def test_skip_bad_lines_reports_counts_and_rejects(tmp_path):
     assert result.returncode == 0, result.stderr
     assert [r["query"] for r in read_jsonl(result.stdout)] == ["good one", "good two"]
     assert [r["id"] for r in read_jsonl(result.stdout)] == [0, 4]  # ids do not shift when lines are skipped
-    for fragment in ("skipped line 2: invalid JSON", "skipped line 3: `query` must be a non-empty string",
-                     "skipped line 4: expected a JSON object", "skipped line 6: `candidates` must be",
-                     "skipped line 7: not UTF-8", "5 bad lines skipped"):
+    for fragment in (
+        "skipped line 2: invalid JSON",
+        "skipped line 3: `query` must be a non-empty string",
+        "skipped line 4: expected a JSON object",
+        "skipped line 6: `candidates` must be",
+        "skipped line 7: not UTF-8",
+        "5 bad lines skipped",
+    ):
         assert fragment in result.stderr
     rejected = read_jsonl(rejects.read_text())
     assert [r["line"] for r in rejected] == [2, 3, 4, 6, 7] and rejected[0]["text"] == "{broken"
@@ -223,8 +252,15 @@ def test_shards_merge_into_the_single_run(tmp_path, queries, reference):
 def test_manifest_records_the_run_and_no_secret(tmp_path, queries):
     out = tmp_path / "out.jsonl"
     secret = "sk-manifest-secret-77"
-    result = bon(*RUN, queries, "-o", out, "--seed", "5",
-                 env={"OPENAI_API_KEY": secret, "MY_KEY": secret}, )
+    result = bon(
+        *RUN,
+        queries,
+        "-o",
+        out,
+        "--seed",
+        "5",
+        env={"OPENAI_API_KEY": secret, "MY_KEY": secret},
+    )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["bon_version"]
@@ -235,8 +271,17 @@ def test_manifest_records_the_run_and_no_secret(tmp_path, queries):
     assert manifest["started"] and manifest["ended"] and manifest["api_key_env"] == "OPENAI_API_KEY"
     for text in (json.dumps(manifest), out.read_text(), result.stderr, result.stdout):
         assert secret not in text
-    creds = bon(*RUN, queries, "-o", tmp_path / "o2.jsonl", "--judge-base-url", "http://user:hunter2@127.0.0.1:9/v1",
-                "--judge-backend", "scripted-server", "-q")
+    creds = bon(
+        *RUN,
+        queries,
+        "-o",
+        tmp_path / "o2.jsonl",
+        "--judge-base-url",
+        "http://user:hunter2@127.0.0.1:9/v1",
+        "--judge-backend",
+        "scripted-server",
+        "-q",
+    )
     assert creds.returncode == 0
     assert "hunter2" not in (tmp_path / "o2.jsonl.manifest.json").read_text()
 
@@ -266,8 +311,26 @@ def test_a_sidecar_written_by_bon_0_1_0_still_resumes(tmp_path):
     shutil.copy(fixture / "partial.jsonl.bon-cache.jsonl", tmp_path / "out.jsonl.bon-cache.jsonl")
     cached = {json.loads(line).get("key") for line in (fixture / "partial.jsonl.bon-cache.jsonl").open()}
     log = tmp_path / "requests.log"
-    result = bon("run", queries, "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "3", "--votes", "3",
-                 "--concurrency", "1", "-o", out, "--resume", env={"BON_TEST_LOG": str(log)})
+    result = bon(
+        "run",
+        queries,
+        "--policy",
+        "p",
+        "--judge",
+        "j",
+        "--backend",
+        "scripted",
+        "-n",
+        "3",
+        "--votes",
+        "3",
+        "--concurrency",
+        "1",
+        "-o",
+        out,
+        "--resume",
+        env={"BON_TEST_LOG": str(log)},
+    )
     assert result.returncode == 0, result.stderr
     assert "1 already done" in result.stderr
     assert out.read_bytes() == (fixture / "uninterrupted.jsonl").read_bytes()

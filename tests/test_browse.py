@@ -71,6 +71,7 @@ async def enter_opens_a_record():
             labels.append(str(node.label))
             for child in node.children:
                 walk(child)
+
         walk(tree.root)
         assert "#1 vs #2 → #2  1–1  tiebreak" in labels and "#2 bye → #2" in labels
         assert "vote 5: #2 shown first, #1 second  → #2" in labels
@@ -98,7 +99,10 @@ def test_a_long_run_lists_its_first_rows_and_says_how_many_match(monkeypatch):
     async def check():
         async with browsing((160, 40)) as (app, pilot):
             assert rows(app) == ["r1", "7"]
-            assert "(first 2 of 3 matching: search or filter to narrow)" in str(app.query_one("#status", Static).render())
+            assert "(first 2 of 3 matching: search or filter to narrow)" in str(
+                app.query_one("#status", Static).render()
+            )
             await pilot.press("e")  # the filters reach records past the cap
             assert rows(app) == ["bad"]
+
     asyncio.run(check())

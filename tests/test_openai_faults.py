@@ -210,8 +210,9 @@ def test_a_request_the_server_rejects_fails_its_record_only(server_factory, tmp_
     rows = [{"id": i, "query": "POISON" if i == 1 else f"q{i}", "candidates": ["a", "bb", "ccc"]} for i in range(3)]
     src = tmp_path / "q.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = CliRunner().invoke(app, ["select", str(src), "--base-url", server.url, "--judge", "m",
-                                      "--votes", str(votes), "--concurrency", "1"])
+    result = CliRunner().invoke(
+        app, ["select", str(src), "--base-url", server.url, "--judge", "m", "--votes", str(votes), "--concurrency", "1"]
+    )
     assert result.exit_code == 3, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [("error" in r) for r in records] == [False, True, False]
@@ -267,8 +268,9 @@ def test_cli_takes_several_base_urls(server_factory, tmp_path):
     src = tmp_path / "q.jsonl"
     src.write_text(json.dumps({"query": "q", "candidates": ["a", "bb"]}) + "\n")
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    result = CliRunner().invoke(app, ["select", str(src), "--judge", "m", "--base-url", dead, "--base-url", good.url,
-                                      "-q"])
+    result = CliRunner().invoke(
+        app, ["select", str(src), "--judge", "m", "--base-url", dead, "--base-url", good.url, "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["best_index"] in (0, 1) and good.bodies
 
@@ -281,8 +283,9 @@ def test_a_permanent_outage_ends_a_library_run_after_its_finished_records(server
     out = tmp_path / "out.jsonl"
     got = []
     with pytest.raises(ServerGaveUp, match="gave up after 2 s.*answered 503"):
-        for record in bon.run(rows, judge=bon.Judge("m", base_url=server.url, give_up_after=2.0), votes=1,
-                              concurrency=1, output=out):
+        for record in bon.run(
+            rows, judge=bon.Judge("m", base_url=server.url, give_up_after=2.0), votes=1, concurrency=1, output=out
+        ):
             got.append(record["id"])
     assert got == [0]
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [0]  # finished work kept
@@ -297,11 +300,30 @@ def test_a_permanent_outage_ends_the_cli_with_one_line_and_the_resume_command(se
 
     server = server_factory(fail_after=2)  # the first record's two matches, then down for good
     src = tmp_path / "q.jsonl"
-    src.write_text("".join(json.dumps({"id": i, "query": f"q{i}", "candidates": ["a", "bb", "ccc"]}) + "\n"
-                           for i in range(3)))
+    src.write_text(
+        "".join(json.dumps({"id": i, "query": f"q{i}", "candidates": ["a", "bb", "ccc"]}) + "\n" for i in range(3))
+    )
     out = tmp_path / "out.jsonl"
-    result = CliRunner().invoke(app, ["select", str(src), "-o", str(out), "--base-url", server.url, "--judge", "m",
-                                      "--votes", "1", "--concurrency", "1", "--give-up-after", "2", "-q"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "select",
+            str(src),
+            "-o",
+            str(out),
+            "--base-url",
+            server.url,
+            "--judge",
+            "m",
+            "--votes",
+            "1",
+            "--concurrency",
+            "1",
+            "--give-up-after",
+            "2",
+            "-q",
+        ],
+    )
     assert result.exit_code == 1, result.output
     error, resume = result.stderr.strip().splitlines()
     assert error.startswith("bon: error: ") and "gave up after 2 s" in error and "answered 503" in error

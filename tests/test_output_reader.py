@@ -73,8 +73,13 @@ def test_elo_record_typed():
 
 
 def test_a_lenient_reader_keeps_what_it_does_not_know():
-    raw = {"id": 3, "answer": "4", "tournament": {"strategy": "new", "rounds": [], "future_key": [1]},
-           "usage": {"judge_samples": 2}, "scores": "not a list"}
+    raw = {
+        "id": 3,
+        "answer": "4",
+        "tournament": {"strategy": "new", "rounds": [], "future_key": [1]},
+        "usage": {"judge_samples": 2},
+        "scores": "not a list",
+    }
     record = OutputRecord.from_json(raw)
     assert record.tournament.extra == {"future_key": [1]} and record.tournament.seed is None
     assert record.usage.judge_samples == 2 and record.usage.judge_completion_tokens is None
@@ -85,11 +90,30 @@ def test_a_lenient_reader_keeps_what_it_does_not_know():
 
 def test_match_and_team_helpers_for_pair_makers():
     vote = {"first": 1, "verdict": 1, "reasoning": "r", "finish_reason": "length", "completion_tokens": 9}
-    record = OutputRecord.from_json({"id": "t", "candidates": ["x", "y", "z"], "tournament": {
-        "strategy": "knockout", "seed": 1,
-        "answer_groups": [{"answer": "1", "members": [0, 2]}, {"answer": None, "members": [1]}],
-        "rounds": [[{"a": 0, "b": 1, "winner": 1, "tally": {"a": 1, "b": 2, "invalid": 0}, "decided_by": "majority",
-                     "votes": [vote]}, {"a": 2, "b": None, "winner": 2, "decided_by": "bye", "votes": []}]]}})
+    record = OutputRecord.from_json(
+        {
+            "id": "t",
+            "candidates": ["x", "y", "z"],
+            "tournament": {
+                "strategy": "knockout",
+                "seed": 1,
+                "answer_groups": [{"answer": "1", "members": [0, 2]}, {"answer": None, "members": [1]}],
+                "rounds": [
+                    [
+                        {
+                            "a": 0,
+                            "b": 1,
+                            "winner": 1,
+                            "tally": {"a": 1, "b": 2, "invalid": 0},
+                            "decided_by": "majority",
+                            "votes": [vote],
+                        },
+                        {"a": 2, "b": None, "winner": 2, "decided_by": "bye", "votes": []},
+                    ]
+                ],
+            },
+        }
+    )
     match, bye = record.matches()
     assert (match.loser, match.winner_share, match.judged, match.second(match.votes[0])) == (0, 0.6667, True, 0)
     assert match.votes[0].cut_off and (bye.bye, bye.loser, bye.winner_share, bye.judged) == (True, None, None, False)
@@ -97,6 +121,7 @@ def test_match_and_team_helpers_for_pair_makers():
 
 
 # ------------------------------------------------------------- bad lines
+
 
 def test_a_bad_line_is_named_after_the_records_before_it():
     lines = ['{"id": 1}', "", "{not json", '{"id": 2}']
@@ -152,8 +177,13 @@ print(json.dumps({"records": len(out), "loaded": loaded}))
 
 def test_a_library_run_without_a_terminal_imports_neither_rich_nor_textual(tmp_path):
     out = tmp_path / "out.jsonl"
-    result = subprocess.run([sys.executable, "-c", LIBRARY_RUN, str(Path(__file__).parent), str(out)],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", LIBRARY_RUN, str(Path(__file__).parent), str(out)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report == {"records": 2, "loaded": []}

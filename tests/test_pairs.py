@@ -13,23 +13,42 @@ TEXTS = ["zero", "one one", "two two two", "three"]
 
 
 def match(a, b, winner, votes_a, votes_b, decided_by="majority"):
-    return {"a": a, "b": b, "winner": winner, "tally": {"a": votes_a, "b": votes_b, "invalid": 0},
-            "decided_by": decided_by, "votes": []}
+    return {
+        "a": a,
+        "b": b,
+        "winner": winner,
+        "tally": {"a": votes_a, "b": votes_b, "invalid": 0},
+        "decided_by": decided_by,
+        "votes": [],
+    }
 
 
 def knockout(final="majority", **extra):
     """#1 beats #0 2–1, #2 beats #3 3–0, then #2 beats #1 2–1 (or by `final`)."""
     rounds = [[match(0, 1, 1, 1, 2), match(2, 3, 2, 3, 0)], [match(1, 2, 2, 1, 2, final)]]
-    return {"id": 5, "query": "Q?", "candidates": TEXTS, "best": TEXTS[2], "best_index": 2,
-            "tournament": {"strategy": "knockout", "seed": 0, "rounds": rounds, **extra}}
+    return {
+        "id": 5,
+        "query": "Q?",
+        "candidates": TEXTS,
+        "best": TEXTS[2],
+        "best_index": 2,
+        "tournament": {"strategy": "knockout", "seed": 0, "rounds": rounds, **extra},
+    }
 
 
 def pairs_of(record, mode, **kwargs):
-    return [(p["chosen_index"], p["rejected_index"], p["margin"], p["matches"]) for p in record_pairs(record, mode, **kwargs)]
+    return [
+        (p["chosen_index"], p["rejected_index"], p["margin"], p["matches"])
+        for p in record_pairs(record, mode, **kwargs)
+    ]
 
 
 def test_matches_mode_one_pair_per_judged_match_winner_chosen():
-    assert pairs_of(knockout(), "matches") == [(1, 0, 0.6667, [[0, 0]]), (2, 3, 1.0, [[0, 1]]), (2, 1, 0.6667, [[1, 0]])]
+    assert pairs_of(knockout(), "matches") == [
+        (1, 0, 0.6667, [[0, 0]]),
+        (2, 3, 1.0, [[0, 1]]),
+        (2, 1, 0.6667, [[1, 0]]),
+    ]
     line = record_pairs(knockout(), "matches")[0]
     assert (line["prompt"], line["chosen"], line["rejected"], line["id"]) == ("Q?", "one one", "zero", "5")
     assert line["mode"] == "matches" and line["margin_kind"] == "vote_share"
@@ -74,10 +93,19 @@ def test_min_margin_drops_close_calls():
 
 
 def test_elo_uses_rating_gaps():
-    record = {"id": "e", "query": "Q", "candidates": TEXTS[:3], "best_index": 1, "ranking": [1, 0, 2],
-              "scores": [1500.0, 1600.5, 1400.0],
-              "tournament": {"strategy": "elo", "seed": 0, "rounds": [[match(0, 1, 1, 0, 2), match(2, 1, 1, 1, 2),
-                                                                       match(0, 2, 2, 1, 1, "tiebreak")]]}}
+    record = {
+        "id": "e",
+        "query": "Q",
+        "candidates": TEXTS[:3],
+        "best_index": 1,
+        "ranking": [1, 0, 2],
+        "scores": [1500.0, 1600.5, 1400.0],
+        "tournament": {
+            "strategy": "elo",
+            "seed": 0,
+            "rounds": [[match(0, 1, 1, 0, 2), match(2, 1, 1, 1, 2), match(0, 2, 2, 1, 1, "tiebreak")]],
+        },
+    }
     assert pairs_of(record, "best-vs-rest") == [(1, 0, 100.5, []), (1, 2, 200.5, [])]
     assert pairs_of(record, "best-vs-worst") == [(1, 2, 200.5, [])]
     assert record_pairs(record, "best-vs-worst")[0]["margin_kind"] == "rating_gap"
@@ -102,10 +130,20 @@ def test_errors_and_records_without_a_tournament_give_nothing():
 
 def test_cli_writes_pairs_that_datasets_loads_as_is(tmp_path):
     import datasets  # the dev extra installs it
+
     run = tmp_path / "run.jsonl"
-    elo = {"id": "e", "query": "Q2", "candidates": ["a", "bb"], "best_index": 1, "ranking": [1, 0], "scores": [1450.0, 1550.0],
-           "tournament": {"strategy": "elo", "seed": 0, "rounds": [[match(0, 1, 1, 0, 3)]]}}
-    run.write_text("\n".join(json.dumps(r) for r in (knockout(), elo, {"id": "x", "query": "q", "error": "boom"})) + "\n")
+    elo = {
+        "id": "e",
+        "query": "Q2",
+        "candidates": ["a", "bb"],
+        "best_index": 1,
+        "ranking": [1, 0],
+        "scores": [1450.0, 1550.0],
+        "tournament": {"strategy": "elo", "seed": 0, "rounds": [[match(0, 1, 1, 0, 3)]]},
+    }
+    run.write_text(
+        "\n".join(json.dumps(r) for r in (knockout(), elo, {"id": "x", "query": "q", "error": "boom"})) + "\n"
+    )
     out = tmp_path / "pairs.jsonl"
     result = runner.invoke(app, ["pairs", str(run), "-o", str(out), "--mode", "best-vs-rest"])
     assert result.exit_code == 0, result.output
@@ -117,6 +155,7 @@ def test_cli_writes_pairs_that_datasets_loads_as_is(tmp_path):
     conv = runner.invoke(app, ["pairs", str(run), "--conversational", "--min-margin", "0.9"])
     assert conv.exit_code == 0
     (tmp_path / "conv.jsonl").write_text(conv.stdout)
-    loaded = datasets.load_dataset("json", data_files=str(tmp_path / "conv.jsonl"), split="train",
-                                   cache_dir=str(tmp_path / "cache"))
+    loaded = datasets.load_dataset(
+        "json", data_files=str(tmp_path / "conv.jsonl"), split="train", cache_dir=str(tmp_path / "cache")
+    )
     assert loaded.num_rows == 2 and loaded[0]["chosen"] == [{"role": "assistant", "content": "two two two"}]

@@ -33,15 +33,18 @@ def spent(output: str) -> tuple[int, int]:
 
 def run_and_plan(tmp_path, *settings: str) -> tuple[tuple[int, int], dict]:
     queries = write_jsonl(tmp_path / "q.jsonl", RECORDS)
-    run = invoke("run", str(queries), "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "6", "-q", *settings)
+    run = invoke(
+        "run", str(queries), "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "6", "-q", *settings
+    )
     assert run.exit_code == 0, run.output
     plan = invoke("plan", str(queries), "-n", "6", "--json", *settings)
     assert plan.exit_code == 0, plan.output
     return spent(run.stdout), json.loads(plan.stdout)
 
 
-@pytest.mark.parametrize("strategy", [["--strategy", "knockout"], ["--strategy", "elo"],
-                                      ["--strategy", "elo", "--max-pairs", "4"]])
+@pytest.mark.parametrize(
+    "strategy", [["--strategy", "knockout"], ["--strategy", "elo"], ["--strategy", "elo", "--max-pairs", "4"]]
+)
 def test_a_judge_that_agrees_with_itself_spends_the_usual_samples(tmp_path, scripted, strategy):
     (matches, samples), plan = run_and_plan(tmp_path, "--votes", "3", "--seed", "7", *strategy)
     assert plan["queries"] == 4 and plan["candidates"] == 6 + 5 + 5 + 3
@@ -71,11 +74,16 @@ def test_a_judge_that_disagrees_with_itself_spends_between_min_and_max(tmp_path,
 def test_tokens_and_hours_come_from_a_previous_outputs_measured_samples(tmp_path, scripted):
     queries = write_jsonl(tmp_path / "q.jsonl", RECORDS)
     previous = tmp_path / "previous.jsonl"
-    assert invoke("run", str(queries), "--policy", "p", "--judge", "j", "--backend", "scripted", "-q",
-                  "-o", str(previous)).exit_code == 0
+    assert (
+        invoke(
+            "run", str(queries), "--policy", "p", "--judge", "j", "--backend", "scripted", "-q", "-o", str(previous)
+        ).exit_code
+        == 0
+    )
     records = read_jsonl(previous.read_text())
-    per_sample = (sum(r["usage"]["judge_completion_tokens"] for r in records)
-                  / sum(r["usage"]["judge_samples"] for r in records))
+    per_sample = sum(r["usage"]["judge_completion_tokens"] for r in records) / sum(
+        r["usage"]["judge_samples"] for r in records
+    )
     result = invoke("plan", str(queries), "--json", "--from", str(previous), "--tokens-per-second", "0.5")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
@@ -90,18 +98,35 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     queries.write_text('{"query": "fine"}\n{"query": "broken"\n')
     result = CliRunner().invoke(app, ["plan", str(queries)])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"bon: error: {queries}: line 2: invalid JSON (Expecting ',' delimiter at column 1)"]
+    assert result.output.strip().splitlines() == [
+        f"bon: error: {queries}: line 2: invalid JSON (Expecting ',' delimiter at column 1)"
+    ]
     unjudged = write_jsonl(tmp_path / "p.jsonl", [{"id": 1, "query": "q"}])
     result = CliRunner().invoke(app, ["plan", str(queries), "--from", str(unjudged)])
     assert result.exit_code == 2 and "no judged record" in result.output
 
 
 def test_an_answer_aware_plan_groups_the_candidates_it_has(tmp_path, scripted):
-    rows = [{"id": "agree", "query": "2+2?", "candidates": ["It is \\boxed{4}.", "So \\boxed{4}", "\\boxed{ 4 }!"]},
-            {"id": "sampled", "query": "Name a colour."}]  # sampled later: counted as all different
+    rows = [
+        {"id": "agree", "query": "2+2?", "candidates": ["It is \\boxed{4}.", "So \\boxed{4}", "\\boxed{ 4 }!"]},
+        {"id": "sampled", "query": "Name a colour."},
+    ]  # sampled later: counted as all different
     queries = write_jsonl(tmp_path / "q.jsonl", rows)
-    run = invoke("run", str(queries), "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "4", "-q",
-                 "--group-by-answer", "exact")
+    run = invoke(
+        "run",
+        str(queries),
+        "--policy",
+        "p",
+        "--judge",
+        "j",
+        "--backend",
+        "scripted",
+        "-n",
+        "4",
+        "-q",
+        "--group-by-answer",
+        "exact",
+    )
     assert run.exit_code == 0, run.output
     plan = invoke("plan", str(queries), "-n", "4", "--json", "--group-by-answer", "exact")
     assert plan.exit_code == 0, plan.output

@@ -9,12 +9,12 @@ import pytest
 from bon.config import JUDGE_SAMPLING, POLICY_SAMPLING, EngineConfig, TournamentConfig, VLLMOptions
 from bon.engines.base import GenerationRequest
 from bon.engines.scripted import ScriptedEngine
-from bon.runs.judge import Referee, Sampler
 from bon.io.prompts import judge_template, policy_template
 from bon.io.records import Record
+from bon.runs.judge import Referee, Sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import simulate  # noqa: E402
+import simulate
 
 
 def request(priority: int, n: int = 1, seed: int = 0) -> GenerationRequest:
@@ -33,7 +33,7 @@ async def judge_two_records(engine: ScriptedEngine) -> None:
 def test_earlier_records_and_deeper_rounds_get_lower_priorities():
     engine = ScriptedEngine()
     asyncio.run(judge_two_records(engine))
-    first, second = engine.requests[:len(engine.requests) // 2], engine.requests[len(engine.requests) // 2:]
+    first, second = engine.requests[: len(engine.requests) // 2], engine.requests[len(engine.requests) // 2 :]
     assert len(first) == len(second) == 1 + 7 * 2  # a sample, then 7 matches × 2 orders
     assert max(r.priority for r in first) < min(r.priority for r in second)
     # within a record the requests arrive round by round: each round runs before the one before it
@@ -67,7 +67,7 @@ def test_the_simulated_engine_admits_by_priority_when_it_honours_it(honour, expe
         engine = simulate.SimulatedEngine(honour_priority=honour)
         requests = [request(0, n=simulate.MAX_SEQS)] + [request(p, seed=i) for i, p in enumerate((9, 1, 5))]
         completion_order(engine, requests, loop)
-        assert engine.admitted[simulate.MAX_SEQS:] == expected  # fcfs: arrival order, priorities unread
+        assert engine.admitted[simulate.MAX_SEQS :] == expected  # fcfs: arrival order, priorities unread
     finally:
         loop.close()
 

@@ -17,8 +17,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bon.runs.checkpoint import Manifest, manifest_path, resume_command
 from bon.cli.outputs import merge
+from bon.runs.checkpoint import Manifest, manifest_path, resume_command
 from bon.runs.progress import RunProgress
 from bon.runs.shards import rerun_commands, shard_of
 from bon.views.status import status
@@ -57,8 +57,9 @@ def test_a_log_file_gets_a_status_line_every_interval_with_every_counter(tmp_pat
     log = tmp_path / "job.err"
     ticks = []
     with open(log, "w") as stream:
-        with RunProgress(total=10, log_every=0.05, endpoints=lambda: (2, 3), on_tick=ticks.append,
-                         stream=stream) as progress:
+        with RunProgress(
+            total=10, log_every=0.05, endpoints=lambda: (2, 3), on_tick=ticks.append, stream=stream
+        ) as progress:
             feed(progress, 4)
             wait_until(lambda: log.read_text().count("\n") >= 2, "two status lines")
     line = log.read_text().splitlines()[-1]
@@ -126,12 +127,28 @@ def test_manifest_update_carries_the_counters_and_finish_wins_over_a_late_tick(t
 
 
 def write_manifest(output: Path, **fields) -> None:
-    content = {"status": "running", "host": os.uname().nodename, "pid": os.getpid(), "cwd": str(output.parent),
-               "started": "2026-01-01T00:00:00+0000", "updated": "2026-01-01T00:00:00+0000", "update_every": 60,
-               "command": ["run", "q.jsonl", "-o", output.name, "--shard", "auto", "--seed", "3"], "shard": "1/4",
-               "progress": {"records_done": 5, "records_total": 20, "records_per_s": 0.5, "eta_s": 30.0,
-                            "elapsed_s": 10.0, "judge_samples": 40, "invalid_votes": 4, "tokens_per_s": 99.0,
-                            "endpoints": None}} | fields
+    content = {
+        "status": "running",
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+        "cwd": str(output.parent),
+        "started": "2026-01-01T00:00:00+0000",
+        "updated": "2026-01-01T00:00:00+0000",
+        "update_every": 60,
+        "command": ["run", "q.jsonl", "-o", output.name, "--shard", "auto", "--seed", "3"],
+        "shard": "1/4",
+        "progress": {
+            "records_done": 5,
+            "records_total": 20,
+            "records_per_s": 0.5,
+            "eta_s": 30.0,
+            "elapsed_s": 10.0,
+            "judge_samples": 40,
+            "invalid_votes": 4,
+            "tokens_per_s": 99.0,
+            "endpoints": None,
+        },
+    } | fields
     manifest_path(output).write_text(json.dumps(content))
 
 
@@ -178,16 +195,21 @@ def test_status_without_a_manifest_is_one_line_and_exit_2(tmp_path):
 
 
 def test_resume_command_runs_from_the_directory_the_job_started_in():
-    command = resume_command({"command": ["select", "in put.jsonl", "-o", "o.jsonl", "--overwrite"],
-                              "cwd": "/somewhere/else"})
+    command = resume_command(
+        {"command": ["select", "in put.jsonl", "-o", "o.jsonl", "--overwrite"], "cwd": "/somewhere/else"}
+    )
     assert command == "cd /somewhere/else && bon select 'in put.jsonl' -o o.jsonl --resume"
 
 
 def test_status_follows_a_real_job_killed_mid_run_and_its_resume_command_finishes_it(tmp_path):
     queries = write_jsonl(tmp_path / "q.jsonl", QUERIES)
     out = tmp_path / "out.jsonl"
-    process = subprocess.Popen(SCRIPTED_BON + RUN + [str(queries), "-o", str(out), "-q"], stderr=subprocess.PIPE,
-                               text=True, env=dict(os.environ, BON_TEST_LATENCY="0.05"))
+    process = subprocess.Popen(
+        SCRIPTED_BON + RUN + [str(queries), "-o", str(out), "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, BON_TEST_LATENCY="0.05"),
+    )
     wait_until(lambda: out.exists() and out.read_text().count("\n") >= 3, "some records written")
     assert json.loads(bon_status(out, "--json").output)["state"] == "running"
     process.send_signal(signal.SIGKILL)
@@ -223,8 +245,10 @@ def test_merge_names_each_missing_shard_with_the_command_that_reruns_it(tmp_path
     assert merged.read_text().count("\n") == len(QUERIES)
 
 
-@pytest.mark.parametrize("output, expected", [("out.0.jsonl", "out.2.jsonl"), ("run-001.jsonl", "run-003.jsonl"),
-                                              ("a1b2.jsonl", "a1b2.jsonl")])
+@pytest.mark.parametrize(
+    "output, expected",
+    [("out.0.jsonl", "out.2.jsonl"), ("run-001.jsonl", "run-003.jsonl"), ("a1b2.jsonl", "a1b2.jsonl")],
+)
 def test_a_missing_shard_gets_its_siblings_output_name_with_the_number_shifted(output, expected):
     sibling = {"shard": "0/3", "command": ["run", "q.jsonl", "-o", output, "--shard", "auto"]}
     missing = [i for i in range(200) if shard_of(i, 3) == 2][:2]
@@ -259,13 +283,19 @@ def test_a_vllm_engine_leaves_stderr_to_bon_and_exits_without_a_trace(tmp_path, 
     TypeError"; with a log file, stderr holds bon's one line saying what loaded where."""
     script, log = tmp_path / "engine.py", tmp_path / "out.jsonl.engine.log"
     script.write_text(ENGINE_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), smollm2, str(log)], capture_output=True, text=True,
-                            timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    result = subprocess.run(
+        [sys.executable, str(script), smollm2, str(log)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "2\n"
     [line] = result.stderr.splitlines()
-    assert re.fullmatch(rf"bon: {re.escape(smollm2)} loaded on vllm \(cpu, float32\) in [\d.]+ s; its log: "
-                        + re.escape(str(log)), line), line
+    assert re.fullmatch(
+        rf"bon: {re.escape(smollm2)} loaded on vllm \(cpu, float32\) in [\d.]+ s; its log: " + re.escape(str(log)), line
+    ), line
     engine_log = log.read_text()
     assert "Resolved architecture" in engine_log and "[shutdown]" in engine_log  # start-up and shutdown
     assert "Exception ignored" not in engine_log + result.stderr

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bon.io.prompts import TemplateError, judge_template, load_template, policy_template, JUDGE_FIELDS
+from bon.io.prompts import JUDGE_FIELDS, TemplateError, judge_template, load_template, policy_template
 
 # Written out independently of prompts/rrm.toml, from the note, as Python escapes.
 EXPECTED_SYSTEM = (
@@ -34,8 +34,13 @@ EXPECTED_SYSTEM = (
 
 def expected_user(question, answer1, answer2):
     return (
-        "## Query\n\n" + question + "\n\n## Assistant responses\n\n### Assistant 1\n\n" + answer1
-        + "\n\n\n### Assistant 2\n\n" + answer2 + "\n\n## Analysis\n\n"
+        "## Query\n\n"
+        + question
+        + "\n\n## Assistant responses\n\n### Assistant 1\n\n"
+        + answer1
+        + "\n\n\n### Assistant 2\n\n"
+        + answer2
+        + "\n\n## Analysis\n\n"
         "Let's analyze this step by step and decide which assistant is better, and then answer "
         "\\boxed{Assistant 1} or \\boxed{Assistant 2}."
     )

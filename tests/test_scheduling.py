@@ -8,10 +8,10 @@ import asyncio
 
 from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.scripted import ScriptedEngine, split_judge_prompt
-from bon.runs.judge import Referee
-from bon.runs.pipeline import LazyEngine, Pipeline
 from bon.io.prompts import judge_template
 from bon.io.records import FieldNames, RecordWriter, read_records
+from bon.runs.judge import Referee
+from bon.runs.pipeline import LazyEngine, Pipeline
 
 
 class Recorder(ScriptedEngine):
@@ -32,8 +32,11 @@ class Recorder(ScriptedEngine):
             self.events.append(("end", question, pair))
 
     def index(self, kind, question, contains=None, pair=None):
-        return [i for i, (k, q, p) in enumerate(self.events)
-                if k == kind and q == question and (contains is None or contains in p) and (pair is None or p == pair)]
+        return [
+            i
+            for i, (k, q, p) in enumerate(self.events)
+            if k == kind and q == question and (contains is None or contains in p) and (pair is None or p == pair)
+        ]
 
 
 def run_pipeline(engine, rows, concurrency=8, votes=1, in_flight=None):

@@ -109,16 +109,21 @@ def tmux_screen(command: str, until: str) -> tuple[str, str]:
     assert shutil.which("tmux"), "tmux is needed for the terminal test (.ci/run installs it)"
     with tempfile.TemporaryDirectory(prefix="bon-tmux-") as folder:
         tmux = ["tmux", "-S", os.path.join(folder, "socket")]
-        subprocess.run(tmux + ["new-session", "-d", "-s", "bon", "-x", "120", "-y", "60", command + "; sleep 30"],
-                       check=True)
+        subprocess.run(
+            tmux + ["new-session", "-d", "-s", "bon", "-x", "120", "-y", "60", command + "; sleep 30"], check=True
+        )
         try:
+
             def capture():
-                screen = subprocess.run(tmux + ["capture-pane", "-p", "-t", "bon"], capture_output=True,
-                                        text=True).stdout
+                screen = subprocess.run(
+                    tmux + ["capture-pane", "-p", "-t", "bon"], capture_output=True, text=True
+                ).stdout
                 return screen if until in screen else None
+
             screen = wait_until(capture, f"the terminal to show {until!r}")
-            raw = subprocess.run(tmux + ["capture-pane", "-p", "-e", "-t", "bon"], capture_output=True,
-                                 text=True).stdout
+            raw = subprocess.run(
+                tmux + ["capture-pane", "-p", "-e", "-t", "bon"], capture_output=True, text=True
+            ).stdout
             return screen, raw
         finally:
             subprocess.run(tmux + ["kill-server"], capture_output=True)
@@ -131,15 +136,28 @@ def test_in_a_real_terminal():
     assert "#1 vs #2 → #2  1–1  tiebreak" in screen
     assert "★ best" in screen
     assert "\x1b[" in raw  # a terminal gets colour and bold
-    plain_screen, plain_raw = tmux_screen(f"NO_COLOR=1 {sys.executable} -m bon show {FIXTURE} --id r1 --no-pager",
-                                          until="tiebreak")
+    plain_screen, plain_raw = tmux_screen(
+        f"NO_COLOR=1 {sys.executable} -m bon show {FIXTURE} --id r1 --no-pager", until="tiebreak"
+    )
     assert "#1 vs #2 → #2  1–1  tiebreak" in plain_screen
     assert "\x1b[" not in plain_raw  # NO_COLOR: no escape codes at all
 
 
 def test_compare_streams_reasoning_then_the_verdict(scripted):
-    result = runner.invoke(app, ["compare", "--query", "Which is longer?", "short", "a much longer answer",
-                                 "--votes", "3", "--backend", "scripted"])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--query",
+            "Which is longer?",
+            "short",
+            "a much longer answer",
+            "--votes",
+            "3",
+            "--backend",
+            "scripted",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.count("compare lengths") == 3  # every vote's reasoning was streamed
@@ -150,8 +168,21 @@ def test_compare_streams_reasoning_then_the_verdict(scripted):
 
 def test_compare_json_and_file_arguments(scripted, tmp_path):
     (tmp_path / "b.txt").write_text("the longer answer from a file")
-    result = runner.invoke(app, ["compare", "--query", "q", "short", f"@{tmp_path / 'b.txt'}", "--json",
-                                 "--votes", "2", "--backend", "scripted"])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--query",
+            "q",
+            "short",
+            f"@{tmp_path / 'b.txt'}",
+            "--json",
+            "--votes",
+            "2",
+            "--backend",
+            "scripted",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["winner"] == 1 and record["candidates"][1] == "the longer answer from a file"
@@ -165,8 +196,26 @@ def test_show_reads_elo_and_early_stop_output(tmp_path, scripted):
 
     src = write_jsonl(tmp_path / "q.jsonl", [{"id": "e", "query": "q", "candidates": ["a", "bbb", "bb"]}])
     out = tmp_path / "elo.jsonl"
-    assert runner.invoke(app, ["select", str(src), "--strategy", "elo", "--votes", "3", "--early-stop",
-                               "-o", str(out), "-q", "--backend", "scripted"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            [
+                "select",
+                str(src),
+                "--strategy",
+                "elo",
+                "--votes",
+                "3",
+                "--early-stop",
+                "-o",
+                str(out),
+                "-q",
+                "--backend",
+                "scripted",
+            ],
+        ).exit_code
+        == 0
+    )
     summary = json.loads(runner.invoke(app, ["show", str(out), "--json"]).stdout)
     assert summary["judged_matches"] == 3 and summary["judge_samples"] == 6  # 3 pairs x 2 (early stop)
     view = runner.invoke(app, ["show", str(out), "--id", "e", "--no-pager"]).stdout
@@ -179,18 +228,32 @@ THOUGHT = [f"thought line {i}" for i in range(1, 9)]
 
 
 def vote(first, verdict, reasoning, tokens=12, finish="stop", reason=None):
-    out = {"first": first, "verdict": verdict, "reasoning": reasoning, "finish_reason": finish,
-           "completion_tokens": tokens}
+    out = {
+        "first": first,
+        "verdict": verdict,
+        "reasoning": reasoning,
+        "finish_reason": finish,
+        "completion_tokens": tokens,
+    }
     return out | ({"reason": reason} if reason else {})
 
 
 def one_match_record(votes, candidates=("short", "a longer one"), decided_by="majority", usage=None, **extra):
-    tally = {"a": sum(v["verdict"] == 0 for v in votes), "b": sum(v["verdict"] == 1 for v in votes),
-             "invalid": sum(v["verdict"] is None for v in votes)}
+    tally = {
+        "a": sum(v["verdict"] == 0 for v in votes),
+        "b": sum(v["verdict"] == 1 for v in votes),
+        "invalid": sum(v["verdict"] is None for v in votes),
+    }
     match = {"a": 0, "b": 1, "winner": 1, "tally": tally, "decided_by": decided_by, "votes": votes}
-    return {"id": "m", "query": "Pick one", "candidates": list(candidates), "best": candidates[1], "best_index": 1,
-            "tournament": {"strategy": "knockout", "seed": 0, "rounds": [[match]], **extra},
-            "usage": {"judge_completion_tokens": 24} if usage is None else usage}
+    return {
+        "id": "m",
+        "query": "Pick one",
+        "candidates": list(candidates),
+        "best": candidates[1],
+        "best_index": 1,
+        "tournament": {"strategy": "knockout", "seed": 0, "rounds": [[match]], **extra},
+        "usage": {"judge_completion_tokens": 24} if usage is None else usage,
+    }
 
 
 def rendered(record, **kwargs) -> str:
@@ -200,8 +263,12 @@ def rendered(record, **kwargs) -> str:
 
 
 def test_vote_shows_first_thinking_lines_hidden_count_and_whole_conclusion():
-    tagged = "<think>\n" + "\n\n".join(THOUGHT) + "\n</think>\n\nAssistant 2 answers the question.\n\\boxed{Assistant 2}"
-    rrm = "\n".join(THOUGHT) + "\n</think>\n\nBoth are fine but 2 is exact.\n\\boxed{Assistant 1}"  # template opened <think>
+    tagged = (
+        "<think>\n" + "\n\n".join(THOUGHT) + "\n</think>\n\nAssistant 2 answers the question.\n\\boxed{Assistant 2}"
+    )
+    rrm = (
+        "\n".join(THOUGHT) + "\n</think>\n\nBoth are fine but 2 is exact.\n\\boxed{Assistant 1}"
+    )  # template opened <think>
     text = rendered(one_match_record([vote(0, 1, tagged), vote(1, 1, rrm)]))
     assert "<think>" not in text and "</think>" not in text
     assert text.count("thought line 3") == 2 and "thought line 4" not in text
@@ -212,7 +279,9 @@ def test_vote_shows_first_thinking_lines_hidden_count_and_whole_conclusion():
 
 def test_unfinished_thought_shows_its_last_line_and_says_so():
     cut = "\n".join(THOUGHT) + "\nand then the limit"
-    text = rendered(one_match_record([vote(0, None, cut, finish="length", reason="truncated"), vote(1, 1, "ok</think>B")]))
+    text = rendered(
+        one_match_record([vote(0, None, cut, finish="length", reason="truncated"), vote(1, 1, "ok</think>B")])
+    )
     assert "… 5 more lines of thinking" in text and "and then the limit" in text
     assert "(no </think>: the thought never ended)" in text
 
@@ -236,14 +305,18 @@ def test_tokens_unknown_per_vote_said_once_when_the_server_counted_per_request()
 
 
 def test_answer_groups_and_same_answer_matches_are_drawn():
-    record = one_match_record([], decided_by="same_answer",
-                              answer_groups=[{"answer": "42", "members": [0, 1]}, {"answer": "7", "members": [2]}])
+    record = one_match_record(
+        [],
+        decided_by="same_answer",
+        answer_groups=[{"answer": "42", "members": [0, 1]}, {"answer": "7", "members": [2]}],
+    )
     text = rendered(record)
     assert "teams (same final answer): '42': #0 #1  ·  '7': #2" in text
     assert "#0 vs #1  same answer: both advance" in text
 
 
 # ------------------------------------------------------------- --where
+
 
 def test_where_lists_matching_records_with_counts():
     result = runner.invoke(app, ["show", str(FIXTURE), "--where", "tiebreak", "--where", "invalid", "--where", "error"])
@@ -275,6 +348,7 @@ def test_where_same_answer(tmp_path):
 
 # ------------------------------------------------------------- length bias
 
+
 def test_longer_win_rate_counts_valid_votes_between_unequal_lengths():
     votes = [vote(0, 1, "x"), vote(1, 1, "x"), vote(0, 0, "x"), vote(1, None, "x", reason="no_verdict")]
     summary = Summary()
@@ -284,8 +358,8 @@ def test_longer_win_rate_counts_valid_votes_between_unequal_lengths():
 
 
 def test_eval_report_has_longer_win_rate():
-    from bon.views.evaluate import EvalReport, Pair
     from bon.tournament.voting import Vote
+    from bon.views.evaluate import EvalReport, Pair
 
     report = EvalReport(votes=2)
     pair = Pair(1, 0, "q", "the longer chosen answer", "short", None)

@@ -23,16 +23,25 @@ OPTIONS = ["--policy", "p", "--judge", "j", "-n", "4", "--votes", "3", "--concur
 
 def slurm_array(task, low, high, count, step=1):
     """The variables Slurm 22.05 sets in an array task (as measured on a real cluster)."""
-    return {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(low), "SLURM_ARRAY_TASK_MAX": str(high),
-            "SLURM_ARRAY_TASK_COUNT": str(count), "SLURM_ARRAY_TASK_STEP": str(step), "SLURM_ARRAY_JOB_ID": "18"}
+    return {
+        "SLURM_ARRAY_TASK_ID": str(task),
+        "SLURM_ARRAY_TASK_MIN": str(low),
+        "SLURM_ARRAY_TASK_MAX": str(high),
+        "SLURM_ARRAY_TASK_COUNT": str(count),
+        "SLURM_ARRAY_TASK_STEP": str(step),
+        "SLURM_ARRAY_JOB_ID": "18",
+    }
 
 
-@pytest.mark.parametrize("env, shard", [
-    (slurm_array(2, 0, 3, 4), (2, 4)),
-    (slurm_array(3, 1, 3, 3), (2, 3)),  # --array=1-3: task ids shifted by MIN
-    (slurm_array(5, 0, 9, 10) | {"RANK": "0", "WORLD_SIZE": "2"}, (5, 10)),  # the array wins
-    ({"RANK": "1", "WORLD_SIZE": "2"}, (1, 2)),
-])
+@pytest.mark.parametrize(
+    "env, shard",
+    [
+        (slurm_array(2, 0, 3, 4), (2, 4)),
+        (slurm_array(3, 1, 3, 3), (2, 3)),  # --array=1-3: task ids shifted by MIN
+        (slurm_array(5, 0, 9, 10) | {"RANK": "0", "WORLD_SIZE": "2"}, (5, 10)),  # the array wins
+        ({"RANK": "1", "WORLD_SIZE": "2"}, (1, 2)),
+    ],
+)
 def test_shard_auto_reads_the_scheduler(env, shard):
     assert parse_shard("auto", environ=env) == shard
 
@@ -45,13 +54,16 @@ def test_a_kubernetes_indexed_job_needs_the_count_from_shards():
         parse_shard("auto", shards=3, environ={"JOB_COMPLETION_INDEX": "3"})
 
 
-@pytest.mark.parametrize("env, says", [
-    (slurm_array(2, 0, 5, 3), "contiguous Slurm array"),  # --array=0,2,5: Slurm still says STEP=1
-    (slurm_array(4, 0, 6, 4, step=2), "in steps of 2"),  # --array=0-6:2
-    ({}, "found no scheduler"),
-    ({"RANK": "0"}, "WORLD_SIZE is not"),
-    ({"RANK": "x", "WORLD_SIZE": "2"}, "not a whole number"),
-])
+@pytest.mark.parametrize(
+    "env, says",
+    [
+        (slurm_array(2, 0, 5, 3), "contiguous Slurm array"),  # --array=0,2,5: Slurm still says STEP=1
+        (slurm_array(4, 0, 6, 4, step=2), "in steps of 2"),  # --array=0-6:2
+        ({}, "found no scheduler"),
+        ({"RANK": "0"}, "WORLD_SIZE is not"),
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "not a whole number"),
+    ],
+)
 def test_shard_auto_refuses_what_would_lose_records(env, says):
     with pytest.raises(UsageError, match=says):
         auto_shard(env)
@@ -71,15 +83,24 @@ def test_shards_must_agree_and_explicit_shards_still_parse():
 
 def test_shard_auto_with_no_scheduler_is_one_line_and_exit_2(tmp_path):
     queries = write_jsonl(tmp_path / "q.jsonl", QUERIES)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SLURM_") and k not in ("RANK", "WORLD_SIZE", "JOB_COMPLETION_INDEX")}
-    result = subprocess.run(HELPER + ["run", str(queries), *OPTIONS, "--shard", "auto"], capture_output=True,
-                            text=True, env=env, timeout=120)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLURM_") and k not in ("RANK", "WORLD_SIZE", "JOB_COMPLETION_INDEX")
+    }
+    result = subprocess.run(
+        HELPER + ["run", str(queries), *OPTIONS, "--shard", "auto"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--shard auto found no scheduler" in result.stderr
 
 
 # ---- a real Slurm cluster ----
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -105,9 +126,19 @@ class Cluster:
         (munge / "munge.key").write_bytes(os.urandom(1024))
         (munge / "munge.key").chmod(0o600)
         socket_path = munge / "munge.sock"
-        self._daemon(["munged", "--foreground", "--force", f"--socket={socket_path}", f"--key-file={munge / 'munge.key'}",
-                      f"--pid-file={munge / 'munged.pid'}", f"--log-file={munge / 'munged.log'}",
-                      f"--seed-file={munge / 'munged.seed'}"], "munged")
+        self._daemon(
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--socket={socket_path}",
+                f"--key-file={munge / 'munge.key'}",
+                f"--pid-file={munge / 'munged.pid'}",
+                f"--log-file={munge / 'munged.log'}",
+                f"--seed-file={munge / 'munged.seed'}",
+            ],
+            "munged",
+        )
         wait_until(socket_path.exists, "munged's socket")
         host = socket.gethostname()
         memory = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) // 2048
@@ -130,12 +161,12 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerParameters=sched_interval=1
-StateSaveLocation={self.root / 'state'}
-SlurmdSpoolDir={self.root / 'spool'}
-SlurmctldPidFile={self.root / 'slurmctld.pid'}
-SlurmdPidFile={self.root / 'slurmd.pid'}
-SlurmctldLogFile={self.root / 'slurmctld.log'}
-SlurmdLogFile={self.root / 'slurmd.log'}
+StateSaveLocation={self.root / "state"}
+SlurmdSpoolDir={self.root / "spool"}
+SlurmctldPidFile={self.root / "slurmctld.pid"}
+SlurmdPidFile={self.root / "slurmd.pid"}
+SlurmctldLogFile={self.root / "slurmctld.log"}
+SlurmdLogFile={self.root / "slurmd.log"}
 SlurmUser=root
 ReturnToService=2
 NodeName={host} CPUs={os.cpu_count()} RealMemory={memory} State=UNKNOWN
@@ -182,14 +213,19 @@ def slurm(tmp_path_factory):
 def test_a_slurm_array_with_a_task_stopped_and_requeued_merges_into_the_single_run(slurm, tmp_path):
     queries = write_jsonl(tmp_path / "q.jsonl", QUERIES)
     reference = tmp_path / "reference.jsonl"
-    single = subprocess.run(HELPER + ["run", str(queries), "-o", str(reference), "-q", *OPTIONS],
-                            capture_output=True, text=True, timeout=120)
+    single = subprocess.run(
+        HELPER + ["run", str(queries), "-o", str(reference), "-q", *OPTIONS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert single.returncode == 0, single.stderr
 
     out = tmp_path / "out"
     slurm.env |= {"BON": " ".join(HELPER), "BON_TEST_LATENCY": "0.2", "BON_LOG_EVERY": "1"}
-    submitted = slurm.run(str(ROOT / "examples" / "slurm" / "submit.sh"), "3", str(queries), str(out), *OPTIONS,
-                          cwd=tmp_path)
+    submitted = slurm.run(
+        str(ROOT / "examples" / "slurm" / "submit.sh"), "3", str(queries), str(out), *OPTIONS, cwd=tmp_path
+    )
     assert submitted.returncode == 0, submitted.stderr
     array = submitted.stdout.split()[2]
 

@@ -40,8 +40,9 @@ def test_saved_dataset_folder_and_its_splits(tmp_path):
     datasets.Dataset.from_list(rows).save_to_disk(str(one))
     assert [r.question for r in read_records(input_rows(str(one)), FIELDS)] == ["2+2?", "3+3?"]
     both = tmp_path / "both"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
-                          "test": datasets.Dataset.from_list(rows[1:])}).save_to_disk(str(both))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows[1:])}
+    ).save_to_disk(str(both))
     assert [r.id for r in read_records(input_rows(str(both), split="test"), FIELDS)] == [0]
     with pytest.raises(UsageError, match="has splits train, test: pick one with --split"):
         input_rows(str(both))

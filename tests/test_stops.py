@@ -31,9 +31,25 @@ RUNS = {
     "select-elo": SELECT + ["--strategy", "elo", "--max-pairs", "10", "--concurrency", "16"],
     "stdin-early-stop": SELECT + ["--early-stop", "--concurrency", "16"],
     "run-phased": ["run", "--policy", "p", "--judge", "j", "-n", "4", "--votes", "3", "--concurrency", "3"],
-    "run-servers": ["run", "--policy", "p", "--judge", "j", "--backend", "scripted-server", "--base-url",
-                    "http://127.0.0.1:9/v1", "-n", "4", "--votes", "3", "--group-by-answer", "exact",
-                    "--concurrency", "8"],
+    "run-servers": [
+        "run",
+        "--policy",
+        "p",
+        "--judge",
+        "j",
+        "--backend",
+        "scripted-server",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "-n",
+        "4",
+        "--votes",
+        "3",
+        "--group-by-answer",
+        "exact",
+        "--concurrency",
+        "8",
+    ],
 }
 STDIN = {"stdin-early-stop"}
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
@@ -48,8 +64,10 @@ def queries(count=24):
 
 
 def with_candidates(count=24):
-    return [dict(q, candidates=[f"answer {j} " + "x" * ((i * 7 + j * 3) % 11) for j in range(8)])
-            for i, q in enumerate(queries(count))]
+    return [
+        dict(q, candidates=[f"answer {j} " + "x" * ((i * 7 + j * 3) % 11) for j in range(8)])
+        for i, q in enumerate(queries(count))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +153,12 @@ def test_a_stop_while_stdin_stays_open_exits_at_once(tmp_path, work):
     what it got and waits for more. SIGTERM ends it then, rather than at the next line."""
     made = work["stdin-early-stop"]
     out = tmp_path / "out.jsonl"
-    process = subprocess.Popen(SCRIPTED_BON + RUNS["stdin-early-stop"] + ["-o", str(out), "-"], stdin=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        SCRIPTED_BON + RUNS["stdin-early-stop"] + ["-o", str(out), "-"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     process.stdin.write(made["input"].read_text())
     process.stdin.flush()  # and left open
     wait_until(lambda: out.exists() and out.read_bytes() == made["reference"], "every record written")
@@ -155,6 +177,7 @@ def test_a_stop_while_stdin_stays_open_exits_at_once(tmp_path, work):
 
 
 # ---- the library: a cancelled task, an interrupted sync call ----
+
 
 @pytest.mark.parametrize("at", [1, 7, 30, 90])
 def test_a_cancelled_library_run_leaves_nothing_running(tmp_path, scripted, at):
@@ -208,6 +231,7 @@ class Interrupt(Exception):
 @pytest.fixture
 def interrupt_after():
     """interrupt_after(seconds): a signal then raises Interrupt in the main thread, wherever it waits."""
+
     def raise_interrupt(signum, frame):
         raise Interrupt
 
@@ -255,8 +279,13 @@ def test_after_a_stop_no_request_reaches_the_engine(tmp_path, scripted, at):
     import bon
     from bon.runs.api import make_run
 
-    run = make_run(with_candidates(12), judge=bon.Judge("j", backend="scripted"), votes=3, concurrency=8,
-                   output=tmp_path / "out.jsonl")
+    run = make_run(
+        with_candidates(12),
+        judge=bon.Judge("j", backend="scripted"),
+        votes=3,
+        concurrency=8,
+        output=tmp_path / "out.jsonl",
+    )
     asked_at_stop = []
 
     def stop():

@@ -21,7 +21,9 @@ runner = CliRunner()
 @pytest.mark.parametrize("n", [2, 3, 5, 8, 13])
 def test_elo_ranks_exactly_the_true_order_with_an_always_right_judge(n):
     quality = random.Random(n).sample(range(100), n)
-    result = asyncio.run(round_robin([f"c{q}" for q in quality], perfect_judge(quality), TournamentConfig(votes=2), "r"))
+    result = asyncio.run(
+        round_robin([f"c{q}" for q in quality], perfect_judge(quality), TournamentConfig(votes=2), "r")
+    )
     scores = result.scores
     ranking = sorted(range(n), key=lambda k: -scores[k])
     assert ranking == sorted(range(n), key=lambda k: -quality[k])
@@ -70,8 +72,11 @@ def test_equal_records_rank_by_index_not_by_float_noise(n):
     # winner, e.g. n=12 with seed 13) followed the noise.
     hands = [("rock", "paper", "scissors")[i % 3] for i in range(n)]
     for seed in range(30):
-        result = asyncio.run(round_robin([f"c{i}" for i in range(n)], rock_paper_scissors_judge(hands),
-                                         TournamentConfig(votes=1, seed=seed), "r"))
+        result = asyncio.run(
+            round_robin(
+                [f"c{i}" for i in range(n)], rock_paper_scissors_judge(hands), TournamentConfig(votes=1, seed=seed), "r"
+            )
+        )
         wins = [sum(m.winner == k for m in result.rounds[0]) for k in range(n)]
         assert result.ranking == sorted(range(n), key=lambda k: (-wins[k], k))
         assert result.winner == result.ranking[0]
@@ -136,13 +141,17 @@ def test_early_stop_gives_the_same_winner_as_full_voting_when_decided():
 def test_cli_elo_adds_ranking_and_scores(tmp_path, scripted):
     rows = [{"query": "q", "candidates": ["a", "bbb", "bb", "bbbbb", "bbbb"]}]
     src = write_jsonl(tmp_path / "q.jsonl", rows)
-    result = runner.invoke(app, ["select", str(src), "--strategy", "elo", "--votes", "2", "-q", "--backend", "scripted"])
+    result = runner.invoke(
+        app, ["select", str(src), "--strategy", "elo", "--votes", "2", "-q", "--backend", "scripted"]
+    )
     assert result.exit_code == 0, result.output
     (record,) = read_jsonl(result.stdout)
     assert record["ranking"] == [3, 4, 1, 2, 0]  # longest first: the scripted judge's taste
     assert record["best_index"] == 3 and len(record["scores"]) == 5
     assert record["tournament"]["strategy"] == "elo" and len(record["tournament"]["rounds"][0]) == 10
-    pairs = runner.invoke(app, ["select", str(src), "--strategy", "elo", "--max-pairs", "5", "-q", "--backend", "scripted"])
+    pairs = runner.invoke(
+        app, ["select", str(src), "--strategy", "elo", "--max-pairs", "5", "-q", "--backend", "scripted"]
+    )
     assert len(read_jsonl(pairs.stdout)[0]["tournament"]["rounds"][0]) == 5
 
 

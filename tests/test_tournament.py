@@ -104,8 +104,10 @@ def test_bracket_depends_on_seed_and_id_only():
     assert derive_seed(0, 1) != derive_seed(0, "1")
 
 
-@pytest.mark.parametrize("votes, expected", [(1, [(1, 0), (0, 1)]), (2, [(1, 1), (1, 1)]), (3, [(2, 1), (1, 2)]),
-                                             (4, [(2, 2), (2, 2)]), (5, [(3, 2), (2, 3)])])
+@pytest.mark.parametrize(
+    "votes, expected",
+    [(1, [(1, 0), (0, 1)]), (2, [(1, 1), (1, 1)]), (3, [(2, 1), (1, 2)]), (4, [(2, 2), (2, 2)]), (5, [(3, 2), (2, 3)])],
+)
 def test_votes_split_evenly_between_orders_and_the_extra_one_alternates(votes, expected):
     assert [split_votes(votes, True), split_votes(votes, False)] == expected
 

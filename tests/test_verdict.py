@@ -6,12 +6,14 @@ starts inside it, closes it with `</think>` and then answers with a box.
 
 import pytest
 
-from bon.tournament.answers import last_boxed
 from bon.io.prompts import judge_template
+from bon.tournament.answers import last_boxed
 from bon.tournament.verdict import BAD_VERDICT, NO_VERDICT, TRUNCATED, parse_verdict
 
-THOUGHT = ("Okay, let me check both. Assistant 1 computes 12 × 4 = 48, which is right. "
-           "Assistant 2 says 46; that is a slip. Maybe \\boxed{Assistant 2}? No: 48 is correct.\n")
+THOUGHT = (
+    "Okay, let me check both. Assistant 1 computes 12 × 4 = 48, which is right. "
+    "Assistant 2 says 46; that is a slip. Maybe \\boxed{Assistant 2}? No: 48 is correct.\n"
+)
 
 
 def completion(answer: str) -> str:
@@ -37,11 +39,14 @@ def test_a_finished_thought_and_a_final_box_are_a_vote(text, position):
     assert (verdict.position, verdict.reason) == (position, None)
 
 
-@pytest.mark.parametrize("text", [
-    THOUGHT + "\\boxed{Assistant 1}",  # the box sits in a thought that never ended
-    "\\boxed{Assistant 2}",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        THOUGHT + "\\boxed{Assistant 1}",  # the box sits in a thought that never ended
+        "\\boxed{Assistant 2}",
+        "",
+    ],
+)
 def test_a_thinking_judge_without_end_of_thought_gives_no_vote(text):
     assert parse_verdict(text, "stop", thinking=True) == parse_verdict(text, None, thinking=True)
     assert parse_verdict(text, "stop", thinking=True).reason == NO_VERDICT
@@ -63,21 +68,27 @@ def test_a_completion_cut_after_its_final_box_is_a_vote():
     assert parse_verdict(cut, "length", thinking=True).position == 1
 
 
-@pytest.mark.parametrize("text", [
-    THOUGHT + "and still weighing whether \\boxed{Assistant 1} or",  # cut mid-thought
-    completion("Assistant 1 is right, so the answer is"),  # cut before the box
-    completion("\\boxed{Assistant 2} on reflection \\boxed{Assist"),  # cut inside the last box
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        THOUGHT + "and still weighing whether \\boxed{Assistant 1} or",  # cut mid-thought
+        completion("Assistant 1 is right, so the answer is"),  # cut before the box
+        completion("\\boxed{Assistant 2} on reflection \\boxed{Assist"),  # cut inside the last box
+    ],
+)
 def test_a_completion_cut_before_a_complete_final_box_is_truncated(text):
     verdict = parse_verdict(text, "length", thinking=True)
     assert (verdict.position, verdict.reason) == (None, TRUNCATED)
 
 
-@pytest.mark.parametrize("answer", [
-    "\\boxed{Assistant 2} then \\boxed{Assis",  # the last box never closes
-    "\\boxed{Assistant 1} but \\boxed Assistant 2",  # the last \boxed has no brace
-    "\\boxed{Assistant 1}, though I wrote \\boxed {Assistant 1} above",  # a space before the brace
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "\\boxed{Assistant 2} then \\boxed{Assis",  # the last box never closes
+        "\\boxed{Assistant 1} but \\boxed Assistant 2",  # the last \boxed has no brace
+        "\\boxed{Assistant 1}, though I wrote \\boxed {Assistant 1} above",  # a space before the brace
+    ],
+)
 def test_a_malformed_last_box_is_invalid_without_falling_back_to_an_earlier_one(answer):
     verdict = parse_verdict(completion(answer), "stop", thinking=True)
     assert (verdict.position, verdict.reason) == (None, BAD_VERDICT)

@@ -16,18 +16,49 @@ def test_run_with_the_vllm_backend_stopped_mid_request_and_resumed(tmp_path, smo
     """A SIGTERM as the first record is written (the next ones are in the engine): exit 143
     with nothing on stderr but bon's lines (issue 13: no request on the shut-down engine, no
     unread task error), then the printed command finishes the job."""
-    queries = write_jsonl(tmp_path / "q.jsonl", [{"id": "x", "query": "Name an animal."},
-                                                 {"id": "y", "query": "Name a planet."},
-                                                 {"id": "z", "query": "Name a river."}])
+    queries = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"id": "x", "query": "Name an animal."},
+            {"id": "y", "query": "Name a planet."},
+            {"id": "z", "query": "Name a river."},
+        ],
+    )
     out = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "bon", "run", str(queries), "-o", str(out), "--policy", smollm2,
-               "--judge", smollm2, "--backend", "vllm", "-n", "2", "--votes", "2", "--policy-max-tokens", "12",
-               "--judge-max-tokens", "24", "--concurrency", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "bon",
+        "run",
+        str(queries),
+        "-o",
+        str(out),
+        "--policy",
+        smollm2,
+        "--judge",
+        smollm2,
+        "--backend",
+        "vllm",
+        "-n",
+        "2",
+        "--votes",
+        "2",
+        "--policy-max-tokens",
+        "12",
+        "--judge-max-tokens",
+        "24",
+        "--concurrency",
+        "2",
+    ]
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        wait_until(lambda: process.poll() is not None or (out.exists() and out.read_text().count("\n") >= 1),
-                   "the first record", tries=9000, every=0.1)
+        wait_until(
+            lambda: process.poll() is not None or (out.exists() and out.read_text().count("\n") >= 1),
+            "the first record",
+            tries=9000,
+            every=0.1,
+        )
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=300)  # a hang guard, not a speed check
     finally:
@@ -59,17 +90,49 @@ def test_too_long_prompts_are_shortened_or_errored_and_phases_swap_engines(tmp_p
     for item in os.listdir(smollm2):
         os.symlink(os.path.join(smollm2, item), judge_copy / item)
     long_answer = "This answer goes on and on. " * 120
-    queries = write_jsonl(tmp_path / "q.jsonl", [
-        {"id": "long", "query": "Summarise.", "candidates": [long_answer, "Short answer.", long_answer + " The end."]},
-        {"id": "huge", "query": "word " * 900, "candidates": ["a", "b"]},
-        {"id": "new", "query": "Name a colour."},
-    ])
+    queries = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {
+                "id": "long",
+                "query": "Summarise.",
+                "candidates": [long_answer, "Short answer.", long_answer + " The end."],
+            },
+            {"id": "huge", "query": "word " * 900, "candidates": ["a", "b"]},
+            {"id": "new", "query": "Name a colour."},
+        ],
+    )
     out = tmp_path / "out.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "bon", "run", str(queries), "-o", str(out), "--policy", smollm2,
-         "--judge", str(judge_copy), "--backend", "vllm", "-n", "2", "--votes", "2", "--policy-max-tokens", "8",
-         "--judge-max-tokens", "32", "--judge-engine-args", '{"max_model_len": 512}'],
-        capture_output=True, text=True, timeout=900, env=dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2"),
+        [
+            sys.executable,
+            "-m",
+            "bon",
+            "run",
+            str(queries),
+            "-o",
+            str(out),
+            "--policy",
+            smollm2,
+            "--judge",
+            str(judge_copy),
+            "--backend",
+            "vllm",
+            "-n",
+            "2",
+            "--votes",
+            "2",
+            "--policy-max-tokens",
+            "8",
+            "--judge-max-tokens",
+            "32",
+            "--judge-engine-args",
+            '{"max_model_len": 512}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2"),
     )
     assert result.returncode == 3, result.stderr[-3000:]  # finished, with a record in error
     records = {r["id"]: r for r in read_jsonl(out.read_text())}

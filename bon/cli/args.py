@@ -13,17 +13,36 @@ from __future__ import annotations
 import inspect
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
 from bon import config as defaults
-from bon.config import (DECODING, IO, JOB, MODELS, SERVERS, STRATEGIES, TOURNAMENT, VLLM, JudgeSampling,
-                        PolicySampling, RunConfig, ServerOptions, Setting, TournamentConfig, VLLMOptions, declared,
-                        default_of, from_values, option_names)
+from bon.config import (
+    DECODING,
+    IO,
+    JOB,
+    MODELS,
+    SERVERS,
+    STRATEGIES,
+    TOURNAMENT,
+    VLLM,
+    JudgeSampling,
+    PolicySampling,
+    RunConfig,
+    ServerOptions,
+    Setting,
+    TournamentConfig,
+    VLLMOptions,
+    declared,
+    default_of,
+    from_values,
+    option_names,
+)
 from bon.errors import UsageError
 
 __all__ = ["DECODING", "IO", "JOB", "MODELS", "SERVERS", "TOURNAMENT", "VLLM"]
@@ -36,11 +55,13 @@ class Flag:
     default: Any
 
 
-def flag(name: str, type_: Any, default: Any, help: str, panel: str, *decls: str, show: str | bool = True,
-         **kw: Any) -> Flag:
+def flag(
+    name: str, type_: Any, default: Any, help: str, panel: str, *decls: str, show: str | bool = True, **kw: Any
+) -> Flag:
     """An option; `show` is the default as the help prints it (a phrase where the value is None)."""
-    return Flag(name, Annotated[type_, typer.Option(*decls, help=help, rich_help_panel=panel, show_default=show,
-                                                    **kw)], default)
+    return Flag(
+        name, Annotated[type_, typer.Option(*decls, help=help, rich_help_panel=panel, show_default=show, **kw)], default
+    )
 
 
 def argument(name: str, help: str) -> Flag:
@@ -48,8 +69,11 @@ def argument(name: str, help: str) -> Flag:
 
 
 def required(name: str, help: str, panel: str) -> Flag:
-    return Flag(name, Annotated[str, typer.Option(help=help, rich_help_panel=panel, show_default=False)],
-                inspect.Parameter.empty)
+    return Flag(
+        name,
+        Annotated[str, typer.Option(help=help, rich_help_panel=panel, show_default=False)],
+        inspect.Parameter.empty,
+    )
 
 
 # ---- options generated from the settings' declarations ----
@@ -93,18 +117,21 @@ def options(cls: type, prefix: str = "") -> dict[str, Flag]:
         values = _values_of(spec)
         if values is not None:
             enum = choice_enum(name.title().replace("_", ""), values)
-            type_, default = Optional[enum] if default is None else enum, None if default is None else enum(default)
+            type_, default = enum | None if default is None else enum, None if default is None else enum(default)
         elif spec.cli_type is not None and default in ((), None):
-            type_, default = Optional[spec.cli_type], None
+            type_, default = spec.cli_type | None, None
         extra = {k: getattr(spec, k) for k in ("min", "max", "metavar") if getattr(spec, k) is not None}
-        out[name] = flag(prefix + name, type_, default, _help_of(spec), spec.panel, *spec.decls, show=spec.show,
-                         **extra)
+        out[name] = flag(
+            prefix + name, type_, default, _help_of(spec), spec.panel, *spec.decls, show=spec.show, **extra
+        )
     return out
 
 
 RUN, TOURNAMENT_OPTIONS = options(RunConfig), options(TournamentConfig)
-POLICY_DECODING, JUDGE_DECODING = options(PolicySampling, PolicySampling.PREFIX), options(JudgeSampling,
-                                                                                         JudgeSampling.PREFIX)
+POLICY_DECODING, JUDGE_DECODING = (
+    options(PolicySampling, PolicySampling.PREFIX),
+    options(JudgeSampling, JudgeSampling.PREFIX),
+)
 SERVER_OPTIONS, VLLM_OPTIONS = options(ServerOptions), options(VLLMOptions)
 
 # Options the commands that read outputs (bon/cli/outputs.py) take too.
@@ -112,39 +139,85 @@ QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE = RUN["query_field"], RUN["candidates_f
 AnswerCheck = choice_enum("GroupByAnswer", defaults.ANSWER_CHECKS)
 OnBadLine = choice_enum("OnBadLine", ("fail", "skip"))
 
-INPUT = [argument("input", "JSONL file (- for stdin), Parquet file, saved Hugging Face dataset folder, or hf:ORG/NAME.")]
-IO_FLAGS = [RUN[name] for name in ("output", "query_field", "candidates_field", "split", "config", "on_bad_line")] + [
-    flag("rejects", Optional[Path], None, "With --on-bad-line skip: write rejected lines with their reasons here.",
-         IO, show=False),
+INPUT = [
+    argument("input", "JSONL file (- for stdin), Parquet file, saved Hugging Face dataset folder, or hf:ORG/NAME.")
 ]
-BACKEND = [flag("backend", Optional[str], None, "vllm, openai or hf, for both roles. Default: openai with a base URL; "
-                "else vllm if installed with a GPU; else hf.", MODELS, show="auto")]
+IO_FLAGS = [RUN[name] for name in ("output", "query_field", "candidates_field", "split", "config", "on_bad_line")] + [
+    flag(
+        "rejects",
+        Path | None,
+        None,
+        "With --on-bad-line skip: write rejected lines with their reasons here.",
+        IO,
+        show=False,
+    ),
+]
+BACKEND = [
+    flag(
+        "backend",
+        str | None,
+        None,
+        "vllm, openai or hf, for both roles. Default: openai with a base URL; "
+        "else vllm if installed with a GPU; else hf.",
+        MODELS,
+        show="auto",
+    )
+]
 POLICY = [
     required("policy", "Policy model: Hugging Face id, local folder, or a server's model name.", MODELS),
     RUN["n"],
     *POLICY_DECODING.values(),
-    flag("system", Optional[str], None, "System prompt for the policy (records with their own system message keep "
-         "it).", DECODING, show="none"),
+    flag(
+        "system",
+        str | None,
+        None,
+        "System prompt for the policy (records with their own system message keep it).",
+        DECODING,
+        show="none",
+    ),
 ]
 JUDGE = [
-    flag("judge", str, defaults.DEFAULT_JUDGE, "Judge model (an RRM): Hugging Face id, local folder, or a server's "
-         "model name.", MODELS),
-    flag("judge_template", Optional[Path], None, "Custom judge prompt: TOML with system/user, placeholders "
-         "{question} {answer1} {answer2}.", MODELS, show="the RRM's"),
+    flag(
+        "judge",
+        str,
+        defaults.DEFAULT_JUDGE,
+        "Judge model (an RRM): Hugging Face id, local folder, or a server's model name.",
+        MODELS,
+    ),
+    flag(
+        "judge_template",
+        Path | None,
+        None,
+        "Custom judge prompt: TOML with system/user, placeholders {question} {answer1} {answer2}.",
+        MODELS,
+        show="the RRM's",
+    ),
     *JUDGE_DECODING.values(),
 ]
 VOTES = [TOURNAMENT_OPTIONS["votes"], TOURNAMENT_OPTIONS["max_votes"]]
 SEED = [TOURNAMENT_OPTIONS["seed"]]
 TOURNAMENT_FLAGS = list(TOURNAMENT_OPTIONS.values())
 ROLE_SERVERS = [
-    flag("policy_backend", Optional[str], None, "Backend for the policy (overrides --backend).", MODELS,
-         show="--backend"),
-    flag("judge_backend", Optional[str], None, "Backend for the judge (overrides --backend).", MODELS,
-         show="--backend"),
-    flag("policy_base_url", Optional[list[str]], None, "Server for the policy (overrides --base-url).", SERVERS,
-         show="--base-url", metavar="URL"),
-    flag("judge_base_url", Optional[list[str]], None, "Server for the judge (overrides --base-url).", SERVERS,
-         show="--base-url", metavar="URL"),
+    flag("policy_backend", str | None, None, "Backend for the policy (overrides --backend).", MODELS, show="--backend"),
+    flag("judge_backend", str | None, None, "Backend for the judge (overrides --backend).", MODELS, show="--backend"),
+    flag(
+        "policy_base_url",
+        list[str] | None,
+        None,
+        "Server for the policy (overrides --base-url).",
+        SERVERS,
+        show="--base-url",
+        metavar="URL",
+    ),
+    flag(
+        "judge_base_url",
+        list[str] | None,
+        None,
+        "Server for the judge (overrides --base-url).",
+        SERVERS,
+        show="--base-url",
+        metavar="URL",
+    ),
 ]
 SERVER_FLAGS = list(SERVER_OPTIONS.values())
 VLLM_FLAGS = list(VLLM_OPTIONS.values())
@@ -165,24 +238,66 @@ def _plugin_backend_flags() -> list[Flag]:
 
 # Loading the plug-ins here is what lets `--backend NAME` of a plug-in take its own options.
 BACKEND_FLAGS = SERVER_FLAGS + VLLM_FLAGS + _plugin_backend_flags()
-POLICY_ENGINE_ARGS = [flag("policy_engine_args", Optional[str], None, "Any other engine argument for the policy, as "
-                           "JSON in vLLM's names, e.g. '{\"swap_space\": 8}'.", VLLM, show="none")]
-JUDGE_ENGINE_ARGS = [flag("judge_engine_args", Optional[str], None, "Any other engine argument for the judge, as "
-                          "JSON in vLLM's names.", VLLM, show="none")]
+POLICY_ENGINE_ARGS = [
+    flag(
+        "policy_engine_args",
+        str | None,
+        None,
+        "Any other engine argument for the policy, as JSON in vLLM's names, e.g. '{\"swap_space\": 8}'.",
+        VLLM,
+        show="none",
+    )
+]
+JUDGE_ENGINE_ARGS = [
+    flag(
+        "judge_engine_args",
+        str | None,
+        None,
+        "Any other engine argument for the judge, as JSON in vLLM's names.",
+        VLLM,
+        show="none",
+    )
+]
 CONCURRENCY = [RUN["concurrency"]]
 QUIET = [flag("quiet", bool, False, "No progress and no summary on stderr.", JOB, "--quiet", "-q")]
 DEBUG = [flag("debug", bool, False, "Show tracebacks on errors.", JOB, "--debug")]
-JOB_FLAGS = CONCURRENCY + [
-    RUN["resume"],
-    OVERWRITE,
-    RUN["shard"],
-    flag("shards", Optional[int], None, "With --shard auto in a Kubernetes Indexed Job: the Job's completions.",
-         JOB, min=1, show="none"),
-    flag("log_every", float, defaults.DEFAULT_LOG_EVERY, "Seconds between status lines when stderr is not a terminal (0: "
-         "none); the manifest's progress follows the same cadence.", JOB, min=0.0),
-    flag("verbose", bool, False, "Leave the engine library's own start-up and shutdown output on stderr (else it "
-         "goes to OUTPUT.engine.log, or nowhere).", JOB, "--verbose"),
-] + QUIET + DEBUG
+JOB_FLAGS = (
+    CONCURRENCY
+    + [
+        RUN["resume"],
+        OVERWRITE,
+        RUN["shard"],
+        flag(
+            "shards",
+            int | None,
+            None,
+            "With --shard auto in a Kubernetes Indexed Job: the Job's completions.",
+            JOB,
+            min=1,
+            show="none",
+        ),
+        flag(
+            "log_every",
+            float,
+            defaults.DEFAULT_LOG_EVERY,
+            "Seconds between status lines when stderr is not a terminal (0: "
+            "none); the manifest's progress follows the same cadence.",
+            JOB,
+            min=0.0,
+        ),
+        flag(
+            "verbose",
+            bool,
+            False,
+            "Leave the engine library's own start-up and shutdown output on stderr (else it "
+            "goes to OUTPUT.engine.log, or nowhere).",
+            JOB,
+            "--verbose",
+        ),
+    ]
+    + QUIET
+    + DEBUG
+)
 JSON = [flag("as_json", bool, False, "Print the result as JSON.", IO, "--json")]
 
 
@@ -199,8 +314,11 @@ def handler(*groups: list[Flag]) -> Callable:
 
         command_function.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-            + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.annotation)
-               for f in flags])
+            + [
+                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.annotation)
+                for f in flags
+            ]
+        )
         command_function.__doc__, command_function.__name__ = body.__doc__, body.__name__
         return command_function
 
@@ -239,11 +357,15 @@ def command_line(ctx: typer.Context) -> list[str]:
 
 # ---- the options given -> the library's roles ----
 
+
 def given(ctx: typer.Context) -> set[str]:
     """The parameters set on the command line (or by environment), not left at their defaults."""
     # By the enum's name: Typer may carry its own copy of click's ParameterSource.
-    return {name for name in ctx.params
-            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")}
+    return {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+    }
 
 
 def _backend_option_names() -> tuple[list[str], set[str]]:
@@ -256,8 +378,6 @@ def _backend_option_names() -> tuple[list[str], set[str]]:
         shared |= set(option_names(backend.options))
         negative |= {f"no_{name}" for name, (_, spec) in declared(backend.options).items() if spec.negated}
     return sorted(shared - {"engine_args"}), negative  # engine_args comes per role, as JSON
-
-
 
 
 def role_options(params: dict, given: set[str], role: str) -> tuple[str | None, dict[str, Any]]:
@@ -301,7 +421,9 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
     wanted = [role for role, on in (("policy", sample), ("judge", select)) if on]
     resolved = {role: role_options(params, given, role) for role in wanted}
     shared_options, negative_flags = _backend_option_names()
-    shared = {name for name in shared_options if name in given} | {f.removeprefix("no_") for f in negative_flags & given}
+    shared = {name for name in shared_options if name in given} | {
+        f.removeprefix("no_") for f in negative_flags & given
+    }
     if len(wanted) > 1:  # each role takes the shared flags its backend knows
         for role, (backend, options) in resolved.items():
             own = {k: v for k, v in options.items() if f"{role}_{k}" in given or k == "engine_args"}
@@ -309,13 +431,22 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
         for name in shared:
             if not any(name in options for _, options in resolved.values()):
                 backends = sorted({b or "default" for b, _ in resolved.values()})
-                raise UsageError(f"--{name.replace('_', '-')} does not apply to the {' and '.join(backends)} "
-                                 f"backend{'s' if len(backends) > 1 else ''}")
+                raise UsageError(
+                    f"--{name.replace('_', '-')} does not apply to the {' and '.join(backends)} "
+                    f"backend{'s' if len(backends) > 1 else ''}"
+                )
     roles = {}
     if sample:
         backend, options = resolved["policy"]
-        roles["policy"] = PolicyRole(params["policy"], backend, seed=params["seed"], **engine,
-                                     **decoding(params, PolicySampling), system=params["system"], **options)
+        roles["policy"] = PolicyRole(
+            params["policy"],
+            backend,
+            seed=params["seed"],
+            **engine,
+            **decoding(params, PolicySampling),
+            system=params["system"],
+            **options,
+        )
     if select:
         backend, options = resolved["judge"]
         roles["judge"] = judge_role(params, backend, options, engine)
@@ -325,8 +456,15 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
 def judge_role(params: dict, backend: str | None, options: dict, engine: dict):
     from bon.runs.roles import Judge as JudgeRole
 
-    return JudgeRole(params["judge"], backend, seed=params["seed"], **engine, **decoding(params, JudgeSampling),
-                     template=params["judge_template"], **options)
+    return JudgeRole(
+        params["judge"],
+        backend,
+        seed=params["seed"],
+        **engine,
+        **decoding(params, JudgeSampling),
+        template=params["judge_template"],
+        **options,
+    )
 
 
 def judge_from_flags(params: dict, given: set[str]):
@@ -335,6 +473,7 @@ def judge_from_flags(params: dict, given: set[str]):
 
 
 # ---- the options given -> the library's settings ----
+
 
 def decoding(params: dict, sampling: type[PolicySampling] | type[JudgeSampling]) -> dict[str, Any]:
     """A role's decoding keywords from its prefixed options (--judge-temperature: temperature)."""

@@ -11,10 +11,10 @@ from bon.errors import UsageError
 
 def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
     """Known failures become one line and an exit code; anything else is a bug: re-raised."""
-    from bon.runs.checkpoint import CheckpointError
     from bon.engines import BackendUnavailable, EngineError
     from bon.io.prompts import TemplateError
     from bon.io.records import InputError
+    from bon.runs.checkpoint import CheckpointError
 
     if debug or isinstance(exc, typer.Exit):
         raise exc

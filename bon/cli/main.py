@@ -17,17 +17,44 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from bon import __version__
 from bon import config as defaults
-from bon.cli.args import (BACKEND, CONCURRENCY, DEBUG, INPUT, IO_FLAGS, JOB_FLAGS, JSON, JUDGE, JUDGE_ENGINE_ARGS,
-                          POLICY, POLICY_ENGINE_ARGS, QUIET, ROLE_SERVERS, BACKEND_FLAGS, TOURNAMENT_FLAGS,
-                          SEED, VOTES, IO, MODELS, OnBadLine, argument, command, command_line, flag, given,
-                          judge_from_flags,
-                          make_roles, required, run_settings, tournament_settings)
+from bon.cli.args import (
+    BACKEND,
+    BACKEND_FLAGS,
+    CONCURRENCY,
+    DEBUG,
+    INPUT,
+    IO,
+    IO_FLAGS,
+    JOB_FLAGS,
+    JSON,
+    JUDGE,
+    JUDGE_ENGINE_ARGS,
+    MODELS,
+    POLICY,
+    POLICY_ENGINE_ARGS,
+    QUIET,
+    ROLE_SERVERS,
+    SEED,
+    TOURNAMENT_FLAGS,
+    VOTES,
+    OnBadLine,
+    argument,
+    command,
+    command_line,
+    flag,
+    given,
+    judge_from_flags,
+    make_roles,
+    required,
+    run_settings,
+    tournament_settings,
+)
 from bon.cli.failures import fail
 from bon.cli.outputs import COMMANDS
 from bon.errors import UsageError
@@ -35,7 +62,9 @@ from bon.errors import UsageError
 app = typer.Typer(
     help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
     "pick the best in a knockout tournament judged by majority vote.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 
@@ -46,12 +75,29 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False) -> None:
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
     pass
 
 
-@command(app, "run", INPUT, POLICY, JUDGE, BACKEND, ROLE_SERVERS, TOURNAMENT_FLAGS, BACKEND_FLAGS,
-         POLICY_ENGINE_ARGS, JUDGE_ENGINE_ARGS, IO_FLAGS, JOB_FLAGS)
+@command(
+    app,
+    "run",
+    INPUT,
+    POLICY,
+    JUDGE,
+    BACKEND,
+    ROLE_SERVERS,
+    TOURNAMENT_FLAGS,
+    BACKEND_FLAGS,
+    POLICY_ENGINE_ARGS,
+    JUDGE_ENGINE_ARGS,
+    IO_FLAGS,
+    JOB_FLAGS,
+)
 def run(ctx: typer.Context, params: dict) -> None:
     """Sample N candidates per query, then pick the best in a knockout tournament.
 
@@ -66,15 +112,17 @@ def sample(ctx: typer.Context, params: dict) -> None:
     _execute(ctx, params, sample=True, select=False)
 
 
-@command(app, "select", INPUT, JUDGE, BACKEND, TOURNAMENT_FLAGS, BACKEND_FLAGS, JUDGE_ENGINE_ARGS,
-         IO_FLAGS, JOB_FLAGS)
+@command(app, "select", INPUT, JUDGE, BACKEND, TOURNAMENT_FLAGS, BACKEND_FLAGS, JUDGE_ENGINE_ARGS, IO_FLAGS, JOB_FLAGS)
 def select(ctx: typer.Context, params: dict) -> None:
     """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
     _execute(ctx, params, sample=False, select=True)
 
 
-COMPARED = [argument("a", "First answer, as text or @file."), argument("b", "Second answer, as text or @file."),
-            required("query", "The query both answers respond to (text or @file).", MODELS)]
+COMPARED = [
+    argument("a", "First answer, as text or @file."),
+    argument("b", "Second answer, as text or @file."),
+    required("query", "The query both answers respond to (text or @file).", MODELS),
+]
 
 
 @command(app, "compare", COMPARED, JUDGE, BACKEND, VOTES, SEED, BACKEND_FLAGS, JUDGE_ENGINE_ARGS, JSON, DEBUG)
@@ -94,30 +142,61 @@ def compare(ctx: typer.Context, params: dict) -> None:
 
         async def go():
             async with role:
-                return await role.acompare(question, *answers, votes=params["votes"], max_votes=params["max_votes"],
-                                           seed=params["seed"],
-                                           on_vote=None if as_json else on_vote,
-                                           on_text=None if as_json else lambda piece: console.out(piece, end="", highlight=False))
+                return await role.acompare(
+                    question,
+                    *answers,
+                    votes=params["votes"],
+                    max_votes=params["max_votes"],
+                    seed=params["seed"],
+                    on_vote=None if as_json else on_vote,
+                    on_text=None if as_json else lambda piece: console.out(piece, end="", highlight=False),
+                )
 
         result = asyncio.run(go())
     except Exception as exc:
         fail(exc, params["debug"])
     if as_json:
-        typer.echo(json.dumps({"query": question, "candidates": answers, "winner": result.winner,
-                               "winner_label": "AB"[result.winner],
-                               "match": {"a": 0, "b": 1, "winner": result.winner, "tally": result.tally,
-                                         "decided_by": result.decided_by, "votes": result.votes},
-                               "usage": result.usage, "judge": f"{role.backend}:{params['judge']}"}, ensure_ascii=False))
+        typer.echo(
+            json.dumps(
+                {
+                    "query": question,
+                    "candidates": answers,
+                    "winner": result.winner,
+                    "winner_label": "AB"[result.winner],
+                    "match": {
+                        "a": 0,
+                        "b": 1,
+                        "winner": result.winner,
+                        "tally": result.tally,
+                        "decided_by": result.decided_by,
+                        "votes": result.votes,
+                    },
+                    "usage": result.usage,
+                    "judge": f"{role.backend}:{params['judge']}",
+                },
+                ensure_ascii=False,
+            )
+        )
         return
     t = result.tally
-    console.print(f"\n\n[bold]winner: answer {'AB'[result.winner]}[/bold]  (A {t['a']} – B {t['b']}, "
-                  f"{t['invalid']} invalid; {result.decided_by})")
+    console.print(
+        f"\n\n[bold]winner: answer {'AB'[result.winner]}[/bold]  (A {t['a']} – B {t['b']}, "
+        f"{t['invalid']} invalid; {result.decided_by})"
+    )
 
 
 PAIR_FIELDS = [
     argument("input", "RewardBench-style JSONL (prompt, chosen, rejected, optional subset), or -."),
-    flag("output", Optional[Path], None, "Also write each pair with its votes and score here.", IO, "-o", "--output",
-         show=False),
+    flag(
+        "output",
+        Path | None,
+        None,
+        "Also write each pair with its votes and score here.",
+        IO,
+        "-o",
+        "--output",
+        show=False,
+    ),
     flag("prompt_field", str, "prompt", "Field holding the prompt.", IO),
     flag("chosen_field", str, "chosen", "Field holding the better response.", IO),
     flag("rejected_field", str, "rejected", "Field holding the worse response.", IO),
@@ -125,8 +204,21 @@ PAIR_FIELDS = [
 ]
 
 
-@command(app, "eval", PAIR_FIELDS, JUDGE, BACKEND, VOTES, SEED, BACKEND_FLAGS, JUDGE_ENGINE_ARGS, CONCURRENCY,
-         JSON, QUIET, DEBUG)
+@command(
+    app,
+    "eval",
+    PAIR_FIELDS,
+    JUDGE,
+    BACKEND,
+    VOTES,
+    SEED,
+    BACKEND_FLAGS,
+    JUDGE_ENGINE_ARGS,
+    CONCURRENCY,
+    JSON,
+    QUIET,
+    DEBUG,
+)
 def eval_(ctx: typer.Context, params: dict) -> None:
     """Pairwise accuracy of a judge on labelled pairs, overall, per subset and per vote count.
 
@@ -139,9 +231,20 @@ def eval_(ctx: typer.Context, params: dict) -> None:
         _show_bon_log(params["quiet"])
         role = judge_from_flags(params, given(ctx))
         fields_ = PairFields(*(params[f"{k}_field"] for k in ("prompt", "chosen", "rejected", "subset")))
-        report = asyncio.run(_closed_after(evaluate(role, params["input"], fields_, votes=params["votes"],
-                                                    seed=params["seed"], concurrency=params["concurrency"],
-                                                    output=params["output"]), role))
+        report = asyncio.run(
+            _closed_after(
+                evaluate(
+                    role,
+                    params["input"],
+                    fields_,
+                    votes=params["votes"],
+                    seed=params["seed"],
+                    concurrency=params["concurrency"],
+                    output=params["output"],
+                ),
+                role,
+            )
+        )
     except Exception as exc:
         fail(exc, params["debug"], source=params["input"])
     figures = report.to_json()
@@ -184,7 +287,7 @@ def _endpoints(*roles):
 class BadLines:
     """--on-bad-line skip: report each bad line on stderr, count it, optionally keep it in --rejects."""
 
-    def __init__(self, rejects: Optional[Path]):
+    def __init__(self, rejects: Path | None):
         self.count = 0
         self._rejects = open(rejects, "w", encoding="utf-8") if rejects else None
 
@@ -192,8 +295,9 @@ class BadLines:
         self.count += 1
         typer.echo(f"bon: skipped line {error.line}: {error.problem}", err=True)
         if self._rejects:
-            self._rejects.write(json.dumps({"line": error.line, "error": error.problem, "text": text},
-                                           ensure_ascii=False) + "\n")
+            self._rejects.write(
+                json.dumps({"line": error.line, "error": error.problem, "text": text}, ensure_ascii=False) + "\n"
+            )
             self._rejects.flush()
 
     def close(self) -> None:
@@ -209,38 +313,49 @@ def _execute(ctx: typer.Context, params: dict, sample: bool, select: bool) -> No
             _run(ctx, params, sample, select, signals)
     except Interrupted as exc:
         typer.echo(f"bon: {exc}: stopped before the run began; nothing was written", err=True)
-        raise typer.Exit(exc.exit_code)
+        raise typer.Exit(exc.exit_code) from None
     except Exception as exc:
         fail(exc, params["debug"], source=params["input"])
 
 
 def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) -> None:
+    from bon.engines import EngineError
+    from bon.io.records import RecordWriter
     from bon.runs.api import Run
     from bon.runs.checkpoint import engine_log_path, resume_command
-    from bon.engines import EngineError
     from bon.runs.progress import RunProgress
-    from bon.io.records import RecordWriter
 
     quiet = params["quiet"]
     if params["rejects"] and params["on_bad_line"] != OnBadLine.skip:
         raise UsageError("--rejects goes with --on-bad-line skip")
     _show_bon_log(quiet)
     log_file = engine_log_path(params["output"]) if params["output"] else None
-    policy, judge = make_roles(params, given(ctx), sample, select,
-                           dict(verbose=params["verbose"], log_file=log_file))
+    policy, judge = make_roles(params, given(ctx), sample, select, {"verbose": params["verbose"], "log_file": log_file})
     config = run_settings(params)
     tournament = tournament_settings(params) if select else None
     bad_lines = BadLines(params["rejects"]) if params["on_bad_line"] == OnBadLine.skip else None
-    run = Run(params["input"], policy=policy, judge=judge, config=config, tournament=tournament,
-              bad_line=bad_lines, command=_safe(command_line(ctx)), update_every=params["log_every"] or defaults.DEFAULT_LOG_EVERY)
+    run = Run(
+        params["input"],
+        policy=policy,
+        judge=judge,
+        config=config,
+        tournament=tournament,
+        bad_line=bad_lines,
+        command=_safe(command_line(ctx)),
+        update_every=params["log_every"] or defaults.DEFAULT_LOG_EVERY,
+    )
     total = run.check()
     signals.defer()  # from here a signal must not leave the output, sidecar or manifest half-written
     run.open()
     if run.torn_line_dropped and not quiet:
         typer.echo(f"bon: dropped a torn last line from {params['output']} (a crash mid-write)", err=True)
     run.progress = progress = RunProgress(
-        enabled=not quiet, total=None if total is None else total - len(run.done), log_every=params["log_every"],
-        endpoints=_endpoints(policy, judge), on_tick=run.manifest.update if run.manifest else None)
+        enabled=not quiet,
+        total=None if total is None else total - len(run.done),
+        log_every=params["log_every"],
+        endpoints=_endpoints(policy, judge),
+        on_tick=run.manifest.update if run.manifest else None,
+    )
     data = None if params["output"] else RecordWriter(_data_stdout())
 
     async def write() -> None:

@@ -12,18 +12,29 @@ import sys
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from bon import config as defaults
-from bon.cli.args import (CANDIDATES_FIELD, IO, JSON, OVERWRITE, QUERY_FIELD, RUN, TOURNAMENT_FLAGS, AnswerCheck, argument,
-                          flag, handler, tournament_settings)
+from bon.cli.args import (
+    CANDIDATES_FIELD,
+    IO,
+    JSON,
+    OVERWRITE,
+    QUERY_FIELD,
+    RUN,
+    TOURNAMENT_FLAGS,
+    AnswerCheck,
+    argument,
+    flag,
+    handler,
+    tournament_settings,
+)
 from bon.cli.failures import fail
 from bon.errors import UsageError
 from bon.io.sources import input_rows
-from bon.views.pairs import MODES as PAIR_MODES
 from bon.io.stats import WHERE_KINDS
+from bon.views.pairs import MODES as PAIR_MODES
 
 QueryField, CandidatesField, Overwrite = (f.annotation for f in (QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE))
 
@@ -36,7 +47,7 @@ def open_run(file: str):
         return sys.stdin if file == "-" else open(file, encoding="utf-8")
     except OSError as exc:
         typer.echo(f"bon: error: cannot read {file}: {exc.strerror}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 def run_records(handle, file: str):
@@ -48,17 +59,36 @@ def run_records(handle, file: str):
         yield from read_output(handle)
     except InputError as exc:
         typer.echo(f"bon: error: {file}: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 def show(
     file: Annotated[str, typer.Argument(help="A bon output file, or - for stdin.", show_default=False)],
-    id: Annotated[Optional[str], typer.Option("--id", help="Show the record with this id.", show_default=False)] = None,
-    index: Annotated[Optional[int], typer.Option(min=0, help="Show the record at this 0-based position.", show_default=False)] = None,
-    full: Annotated[bool, typer.Option("--full", help="Show whole texts and reasoning, not their first and last lines.")] = False,
-    vote: Annotated[Optional[int], typer.Option(min=1, help="Show only vote N of the record (numbered in the tree), in full.", show_default=False)] = None,
-    where: Annotated[Optional[list[WhereKind]], typer.Option("--where", help="List the records where this happens (repeatable; a record matching any is listed): invalid votes, tiebreak matches, disagree (the two orders' majorities preferred different candidates), error, truncated votes, same_answer matches.", show_default=False)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or the record, or the --where list as JSON lines) as JSON.")] = False,
+    id: Annotated[str | None, typer.Option("--id", help="Show the record with this id.", show_default=False)] = None,
+    index: Annotated[
+        int | None, typer.Option(min=0, help="Show the record at this 0-based position.", show_default=False)
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show whole texts and reasoning, not their first and last lines.")
+    ] = False,
+    vote: Annotated[
+        int | None,
+        typer.Option(min=1, help="Show only vote N of the record (numbered in the tree), in full.", show_default=False),
+    ] = None,
+    where: Annotated[
+        list[WhereKind] | None,
+        typer.Option(
+            "--where",
+            help="List the records where this happens (repeatable; a record matching any is listed): invalid votes, "
+            "tiebreak matches, disagree (the two orders' majorities preferred different candidates), error, "
+            "truncated votes, same_answer matches.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the summary (or the record, or the --where list as JSON lines) as JSON."),
+    ] = False,
     pager: Annotated[bool, typer.Option(help="Open long output in a pager when stdout is a terminal.")] = True,
 ) -> None:
     """Read a run: the judge's figures, the records where something happened, or one record.
@@ -103,11 +133,17 @@ def show(
     print_long(console, render_record(chosen, full=full, vote=vote), pager)
 
 
-
 def score(
-    file: Annotated[str, typer.Argument(help="A bon output file (with candidates and best), or -.", show_default=False)],
+    file: Annotated[
+        str, typer.Argument(help="A bon output file (with candidates and best), or -.", show_default=False)
+    ],
     reference_field: Annotated[str, typer.Option(help="Field holding the reference answer.")] = "answer",
-    check: Annotated[AnswerCheck, typer.Option(help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify.")] = AnswerCheck.exact,
+    check: Annotated[
+        AnswerCheck,
+        typer.Option(
+            help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify."
+        ),
+    ] = AnswerCheck.exact,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Best-of-N accuracy against references, beside the oracle, first pick and majority vote.
@@ -121,7 +157,7 @@ def score(
         checker = Checker(check.value)
     except ImportError as exc:
         typer.echo(f"bon: error: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     handle = open_run(file)
     report = ScoreReport()
     with handle:
@@ -135,24 +171,37 @@ def score(
         typer.echo(f"bon: error: no record in {file} has candidates, best and `{reference_field}`", err=True)
         raise typer.Exit(2)
     console = make_console()
-    for label, key in (("bon's pick", "accuracy"), ("oracle (any candidate right)", "oracle"),
-                       ("first candidate", "first_candidate"), ("majority vote of answers", "majority_vote")):
+    for label, key in (
+        ("bon's pick", "accuracy"),
+        ("oracle (any candidate right)", "oracle"),
+        ("first candidate", "first_candidate"),
+        ("majority vote of answers", "majority_vote"),
+    ):
         console.print(f"{label:<30} {figures[key]:.1%}")
-    console.print(f"{figures['records']} records scored ({check.value})"
-                  + (f", {figures['skipped']} skipped (no reference or candidates)" if figures["skipped"] else ""))
+    console.print(
+        f"{figures['records']} records scored ({check.value})"
+        + (f", {figures['skipped']} skipped (no reference or candidates)" if figures["skipped"] else "")
+    )
 
 
 def merge(
     files: Annotated[list[Path], typer.Argument(help="Shard outputs (from --shard I/N runs).", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="The merged file.", show_default=False)],
-    input: Annotated[Optional[str], typer.Option("--input", help="The input the shards came from, for input order [default: from the shards' manifests].", show_default=False)] = None,
+    input: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            help="The input the shards came from, for input order [default: from the shards' manifests].",
+            show_default=False,
+        ),
+    ] = None,
     query_field: QueryField = QUERY_FIELD.default,
     candidates_field: CandidatesField = CANDIDATES_FIELD.default,
     overwrite: Overwrite = OVERWRITE.default,
 ) -> None:
     """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any)."""
-    from bon.runs.checkpoint import manifest_path
     from bon.io.records import FieldNames, RecordWriter, read_records
+    from bon.runs.checkpoint import manifest_path
 
     try:
         if output.exists() and not overwrite:
@@ -194,15 +243,20 @@ def merge(
         writer.close()
     typer.echo(f"bon: merged {len(order) - len(missing)} of {len(order)} records into {output}", err=True)
     if missing:
-        typer.echo(f"bon: {len(missing)} missing ids: {', '.join(map(str, missing[:20]))}"
-                   + (" …" if len(missing) > 20 else ""), err=True)
+        typer.echo(
+            f"bon: {len(missing)} missing ids: {', '.join(map(str, missing[:20]))}"
+            + (" …" if len(missing) > 20 else ""),
+            err=True,
+        )
         from bon.runs.shards import rerun_commands
 
         for line in rerun_commands(missing, manifests):
             typer.echo(line, err=True)
     if duplicates:
-        typer.echo(f"bon: {len(duplicates)} duplicate ids (the last copy kept): "
-                   f"{', '.join(map(str, duplicates[:20]))}", err=True)
+        typer.echo(
+            f"bon: {len(duplicates)} duplicate ids (the last copy kept): {', '.join(map(str, duplicates[:20]))}",
+            err=True,
+        )
     if missing or duplicates:
         raise typer.Exit(1)
 
@@ -214,23 +268,44 @@ PairMode = Enum("PairMode", {mode: mode for mode in PAIR_MODES}, type=str)
 
 def pairs(
     file: Annotated[str, typer.Argument(help="A bon output file, or - for stdin.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the pairs here (JSONL) [default: stdout].", show_default=False)] = None,
-    mode: Annotated[PairMode, typer.Option(help="matches: one pair per judged match; best-vs-rest: the winner against every other candidate; best-vs-worst: against the first eliminated (knockout) or the lowest rated (elo).")] = PairMode.matches,
-    min_margin: Annotated[float, typer.Option(help="Drop pairs whose margin (the winner's share of valid votes, or the elo rating gap) is below this.")] = 0.0,
-    conversational: Annotated[bool, typer.Option("--conversational", help="TRL's conversational format: the prompt as messages, chosen and rejected as one assistant message each (always so for `messages` input).")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write the pairs here (JSONL) [default: stdout].", show_default=False),
+    ] = None,
+    mode: Annotated[
+        PairMode,
+        typer.Option(
+            help="matches: one pair per judged match; best-vs-rest: the winner against every other candidate; "
+            "best-vs-worst: against the first eliminated (knockout) or the lowest rated (elo)."
+        ),
+    ] = PairMode.matches,
+    min_margin: Annotated[
+        float,
+        typer.Option(
+            help="Drop pairs whose margin (the winner's share of valid votes, or the elo rating gap) is below this."
+        ),
+    ] = 0.0,
+    conversational: Annotated[
+        bool,
+        typer.Option(
+            "--conversational",
+            help="TRL's conversational format: the prompt as messages, chosen and rejected as one assistant message "
+            "each (always so for `messages` input).",
+        ),
+    ] = False,
     query_field: QueryField = QUERY_FIELD.default,
     overwrite: Overwrite = OVERWRITE.default,
 ) -> None:
     """Preference pairs (prompt, chosen, rejected) from a run's judged matches, for DPO-style training."""
-    from bon.views.pairs import PairCounts, all_pairs
     from bon.io.records import RecordWriter
+    from bon.views.pairs import PairCounts, all_pairs
 
     if output is not None and output.exists() and not overwrite:
         typer.echo(f"bon: error: {output} exists: add --overwrite to replace it", err=True)
         raise typer.Exit(2)
     handle = open_run(file)
     counts = PairCounts()
-    with handle, (open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout)) as out:
+    with handle, open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout) as out:
         writer = RecordWriter(out)
         for pair in all_pairs(run_records(handle, file), mode.value, min_margin, conversational, query_field, counts):
             writer.write(pair)
@@ -238,12 +313,30 @@ def pairs(
 
 
 PLAN_OPTIONS = [
-    argument("input", "JSONL input (as for run or select), or - for stdin."), RUN["n"], *TOURNAMENT_FLAGS,
-    flag("previous", Optional[str], None, "A previous bon output: its judge tokens per sample give the total tokens.",
-         IO, "--from", show=False),
-    flag("tokens_per_second", Optional[float], None, "The judge engine's generated tokens per second (with --from: "
-         "hours).", IO, min=0.001, show=False),
-    QUERY_FIELD, CANDIDATES_FIELD, *JSON,
+    argument("input", "JSONL input (as for run or select), or - for stdin."),
+    RUN["n"],
+    *TOURNAMENT_FLAGS,
+    flag(
+        "previous",
+        str | None,
+        None,
+        "A previous bon output: its judge tokens per sample give the total tokens.",
+        IO,
+        "--from",
+        show=False,
+    ),
+    flag(
+        "tokens_per_second",
+        float | None,
+        None,
+        "The judge engine's generated tokens per second (with --from: hours).",
+        IO,
+        min=0.001,
+        show=False,
+    ),
+    QUERY_FIELD,
+    CANDIDATES_FIELD,
+    *JSON,
 ]
 
 
@@ -251,8 +344,8 @@ PLAN_OPTIONS = [
 def plan(ctx: typer.Context, params: dict) -> None:
     """What judging INPUT will take (matches, judge samples, tokens, hours); nothing is loaded or sent."""
     input, previous, tokens_per_second = params["input"], params["previous"], params["tokens_per_second"]
-    from bon.views.plan import make_plan, measured_tokens_per_sample
     from bon.io.records import FieldNames, read_records
+    from bon.views.plan import make_plan, measured_tokens_per_sample
 
     try:
         per_sample = None
@@ -264,7 +357,7 @@ def plan(ctx: typer.Context, params: dict) -> None:
         result = make_plan(records, params["n"], tournament, per_sample, tokens_per_second)
     except OSError as exc:
         typer.echo(f"bon: error: cannot read {exc.filename}: {exc.strerror}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except Exception as exc:
         fail(exc, False, source=input)
     figures = result.to_json()
@@ -275,13 +368,14 @@ def plan(ctx: typer.Context, params: dict) -> None:
     typer.echo(f"queries        {figures['queries']}")
     typer.echo(f"candidates     {figures['candidates']}")
     typer.echo(f"matches        {figures['matches']}")
-    typer.echo(f"judge samples  {samples['usual']} usual ({votes} a match), {samples['min']} min "
-               f"(every vote agrees), {samples['max']} max (the vote budget)")
+    typer.echo(
+        f"judge samples  {samples['usual']} usual ({votes} a match), {samples['min']} min "
+        f"(every vote agrees), {samples['max']} max (the vote budget)"
+    )
     if figures["judge_tokens"] is not None:
         typer.echo(f"judge tokens   {figures['judge_tokens']} ({per_sample:.0f} a sample, measured in {previous})")
     if figures["hours"] is not None:
         typer.echo(f"hours          {figures['hours']:.2f} at {tokens_per_second:g} tokens/s")
-
 
 
 def browse(
@@ -295,7 +389,7 @@ def browse(
         from bon.views.browse import BrowseApp
     except ImportError as exc:
         typer.echo(f"bon: error: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not os.path.isfile(file):
         typer.echo(f"bon: error: cannot read {file}: not a file", err=True)
         raise typer.Exit(2)
@@ -314,9 +408,18 @@ def plugins(
     found = installed()
     if as_json:
         for plugin in found:
-            typer.echo(json.dumps({"kind": "backend" if plugin.group == BACKENDS else "strategy",
-                                   "name": plugin.name, "package": plugin.package, "version": plugin.version,
-                                   "target": plugin.target, "error": plugin.error}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "kind": "backend" if plugin.group == BACKENDS else "strategy",
+                        "name": plugin.name,
+                        "package": plugin.package,
+                        "version": plugin.version,
+                        "target": plugin.target,
+                        "error": plugin.error,
+                    }
+                )
+            )
         return
     width = max(len(p.name) for p in found)
     for plugin in found:
@@ -325,4 +428,13 @@ def plugins(
         typer.echo(line + (f"  FAILED: {plugin.error}" if plugin.error else ""))
 
 
-COMMANDS = {"show": show, "score": score, "merge": merge, "status": status, "pairs": pairs, "plan": plan, "browse": browse, "plugins": plugins}
+COMMANDS = {
+    "show": show,
+    "score": score,
+    "merge": merge,
+    "status": status,
+    "pairs": pairs,
+    "plan": plan,
+    "browse": browse,
+    "plugins": plugins,
+}

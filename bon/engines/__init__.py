@@ -10,16 +10,36 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from bon.config import EngineConfig, HFOptions, ServerOptions, VLLMOptions
-from bon.engines.base import (BackendUnavailable, Completion, Engine, EngineError, EngineWrapper, Generation,
-                              GenerationRequest)
+from bon.engines.base import (
+    BackendUnavailable,
+    Completion,
+    Engine,
+    EngineError,
+    EngineWrapper,
+    Generation,
+    GenerationRequest,
+)
 
-__all__ = ["HF", "OPENAI", "VLLM", "Backend", "BackendUnavailable", "Completion", "Engine", "EngineError",
-           "EngineWrapper", "Generation", "GenerationRequest", "default_backend"]
+__all__ = [
+    "HF",
+    "OPENAI",
+    "VLLM",
+    "Backend",
+    "BackendUnavailable",
+    "Completion",
+    "Engine",
+    "EngineError",
+    "EngineWrapper",
+    "Generation",
+    "GenerationRequest",
+    "default_backend",
+]
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from bon.engines.base import ServerGaveUp
 
@@ -106,7 +107,7 @@ class Fleet:
         endpoint.probing = False
         # Requests that were in flight when it died fail together: one rest, not one each.
         if endpoint.down and endpoint.resting_until <= now:
-            endpoint.resting_until = now + min(REST_CAP, REST_FIRST * 2 ** endpoint.rests)
+            endpoint.resting_until = now + min(REST_CAP, REST_FIRST * 2**endpoint.rests)
             endpoint.rests += 1
 
     def pick(self) -> Endpoint | None:
@@ -169,8 +170,9 @@ class Fleet:
         since = "since its last answer" if self.last_success is not None else "from the start"
         limit = self.give_up_after if self.last_success is not None else min(START_UP_LIMIT, self.give_up_after)
         reason = last.reason if last else "no endpoint could be tried"
-        raise ServerGaveUp(f"{what}: gave up after {limit:g} s without an answer {since} (last: {reason})",
-                           reason=reason)
+        raise ServerGaveUp(
+            f"{what}: gave up after {limit:g} s without an answer {since} (last: {reason})", reason=reason
+        )
 
     def _another_is_up(self, failed: Endpoint) -> bool:
         return any(e is not failed and not e.down for e in self.endpoints)

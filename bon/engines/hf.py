@@ -13,12 +13,20 @@ import time
 from dataclasses import dataclass
 
 from bon.config import EngineConfig
-from bon.engines.base import (BackendUnavailable, Completion, Engine, EngineError, Generation, GenerationRequest,
-                              chat_prompt_ids)
+from bon.engines.base import (
+    BackendUnavailable,
+    Completion,
+    Engine,
+    EngineError,
+    Generation,
+    GenerationRequest,
+    chat_prompt_ids,
+)
 from bon.tasks import settle
 from bon.tournament.seeds import derive_seed
 
 log = logging.getLogger("bon")  # the CLI shows bon's INFO lines on stderr ("bon: …")
+
 
 @dataclass
 class _Pending:
@@ -40,11 +48,11 @@ class HFEngine(Engine):
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
 
     @classmethod
-    async def load(cls, config: EngineConfig) -> "HFEngine":
+    async def load(cls, config: EngineConfig) -> HFEngine:
         return await asyncio.to_thread(cls._load, config)
 
     @classmethod
-    def _load(cls, config: EngineConfig) -> "HFEngine":
+    def _load(cls, config: EngineConfig) -> HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -64,8 +72,13 @@ class HFEngine(Engine):
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        log.info("%s loaded on hf (%s, %s) in %.1f s", config.model, device, str(model.dtype).removeprefix("torch."),
-                 time.monotonic() - started)
+        log.info(
+            "%s loaded on hf (%s, %s) in %.1f s",
+            config.model,
+            device,
+            str(model.dtype).removeprefix("torch."),
+            time.monotonic() - started,
+        )
         return cls(config, tokenizer, model, device)
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
@@ -138,17 +151,21 @@ class HFEngine(Engine):
                 max_new_tokens=head.max_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         completions = []
         for tokens in new_tokens:
             end = next((i for i, t in enumerate(tokens) if t in self._eos), None)
             if end is None:
-                completions.append(Completion(self.tokenizer.decode(tokens, skip_special_tokens=True), "length", len(tokens)))
+                completions.append(
+                    Completion(self.tokenizer.decode(tokens, skip_special_tokens=True), "length", len(tokens))
+                )
             else:
-                completions.append(Completion(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), "stop", end + 1))
+                completions.append(
+                    Completion(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), "stop", end + 1)
+                )
         results, start = [], 0
         for r, prompt_tokens in zip(requests, map(len, prompts)):
-            mine = completions[start:start + r.n]
+            mine = completions[start : start + r.n]
             start += r.n
             results.append(Generation(mine, prompt_tokens, sum(c.completion_tokens for c in mine)))
         return results

@@ -19,8 +19,8 @@ import email.utils
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from bon.config import EngineConfig, ServerOptions
 from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest, RecordError
@@ -117,8 +117,12 @@ class OpenAIEngine(Engine):
         # The fleet retries; the client's own retries would hide failures from it. The
         # client's timeout bounds each read of the stream; request_timeout caps the attempt.
         self.endpoints = [
-            Endpoint(url, openai.AsyncOpenAI(base_url=url, api_key=self._key or "EMPTY",
-                                             timeout=options.request_timeout, max_retries=0))
+            Endpoint(
+                url,
+                openai.AsyncOpenAI(
+                    base_url=url, api_key=self._key or "EMPTY", timeout=options.request_timeout, max_retries=0
+                ),
+            )
             for url in urls
         ]
         self.fleet = Fleet(self.endpoints, options.give_up_after)
@@ -143,10 +147,12 @@ class OpenAIEngine(Engine):
                 self._n_supported = False  # e.g. "only n=1 is supported": fall back for good
         if request.n == 1:
             return await self._call(request)
-        parts = await gather(*(
-            self._call(replace(request, n=1, seed=None if request.seed is None else request.seed + i))
-            for i in range(request.n)
-        ))
+        parts = await gather(
+            *(
+                self._call(replace(request, n=1, seed=None if request.seed is None else request.seed + i))
+                for i in range(request.n)
+            )
+        )
         return Generation(
             [c for g in parts for c in g.completions],
             parts[0].prompt_tokens,
@@ -157,8 +163,9 @@ class OpenAIEngine(Engine):
         async with self._slots:
             for last_try in (False, True):
                 try:
-                    return await self.fleet.run(lambda endpoint: self._attempt(endpoint, request),
-                                                f"server {self.base_url} ({self.model})")
+                    return await self.fleet.run(
+                        lambda endpoint: self._attempt(endpoint, request), f"server {self.base_url} ({self.model})"
+                    )
                 except PriorityRefused:
                     if last_try:  # refused again without it: something else is wrong with this one
                         raise
@@ -169,9 +176,17 @@ class OpenAIEngine(Engine):
         extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
         if request.priority and self._priority_supported:
             extra["extra_body"] = {"priority": request.priority}
-        return dict(model=self.model, messages=request.messages, n=request.n, temperature=request.temperature,
-                    top_p=request.top_p, max_tokens=request.max_tokens, stream=True,
-                    stream_options={"include_usage": True}, **extra)
+        return dict(
+            model=self.model,
+            messages=request.messages,
+            n=request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+            **extra,
+        )
 
     async def _attempt(self, endpoint: Endpoint, request: GenerationRequest) -> Generation:
         """One try on one endpoint, watched: silence from the endpoint for stall_timeout
@@ -191,9 +206,12 @@ class OpenAIEngine(Engine):
                 now = time.monotonic()
                 if now >= capped_at:
                     if progress["last"]:  # it was answering, just not within the cap
-                        raise RecordError(self._scrub(
-                            f"server {endpoint.url} ({self.model}) did not finish a request within "
-                            f"the request timeout ({cap:g} s)"))
+                        raise RecordError(
+                            self._scrub(
+                                f"server {endpoint.url} ({self.model}) did not finish a request within "
+                                f"the request timeout ({cap:g} s)"
+                            )
+                        )
                     raise Transient(f"timed out after {cap:g} s")
                 if now >= max(progress["started"], progress["last"], endpoint.last_output) + stall:
                     raise Transient(f"stalled: no output for {stall:g} s")
@@ -267,8 +285,11 @@ class OpenAIEngine(Engine):
                         finish = "length" if choice.finish_reason == "length" else "stop"
         except self._openai.APIError as exc:
             error = self._classify(endpoint, exc)
-            raise (EngineError(f"server {endpoint.url} ({self.model}) {error.reason}")
-                   if isinstance(error, Transient) else error) from None
+            raise (
+                EngineError(f"server {endpoint.url} ({self.model}) {error.reason}")
+                if isinstance(error, Transient)
+                else error
+            ) from None
         yield Completion("".join(pieces), finish, tokens)
 
     def _classify(self, endpoint: Endpoint, exc: Exception) -> Exception:
@@ -289,8 +310,9 @@ class OpenAIEngine(Engine):
                 return PriorityRefused(f"{where} refused priority: {message}")
             if status in (400, 413, 422):
                 # The server rejects this request (too long, bad content): this record's problem only.
-                return RecordError(f"{where} rejected the request: {message}"
-                                   + (NO_FIT if _NAMES_CONTEXT.search(message) else ""))
+                return RecordError(
+                    f"{where} rejected the request: {message}" + (NO_FIT if _NAMES_CONTEXT.search(message) else "")
+                )
             return EngineError(f"{where} answered {status}: {message}")
         # An error event inside the stream (vLLM's engine died mid-request): may pass.
         return Transient(f"failed mid-stream: {self._scrub(str(exc))}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from bon.engines.base import Completion, Engine, Generation, GenerationRequest
 
@@ -38,8 +38,12 @@ class ScriptedEngine(Engine):
     name = "scripted"
     can_stream = True
 
-    def __init__(self, decide: Decide = prefers_longer, latency: Callable[[GenerationRequest], float] | None = None,
-                 keep_requests: bool = True):
+    def __init__(
+        self,
+        decide: Decide = prefers_longer,
+        latency: Callable[[GenerationRequest], float] | None = None,
+        keep_requests: bool = True,
+    ):
         self.decide = decide
         self.latency = latency
         self.keep_requests = keep_requests  # tests inspect them; benchmarks must not grow
@@ -65,8 +69,9 @@ class ScriptedEngine(Engine):
 
     async def stream(self, request: GenerationRequest):
         """The same judgment as generate() with n=1, in word-sized pieces."""
-        generation = await self.generate(GenerationRequest(request.messages, 1, request.temperature,
-                                                           request.top_p, request.max_tokens, request.seed))
+        generation = await self.generate(
+            GenerationRequest(request.messages, 1, request.temperature, request.top_p, request.max_tokens, request.seed)
+        )
         (completion,) = generation.completions
         for piece in completion.text.split(" "):
             yield piece + " "

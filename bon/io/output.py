@@ -50,8 +50,15 @@ class RecordedVote:
 
     @classmethod
     def from_json(cls, vote: Mapping[str, Any]) -> RecordedVote:
-        return cls(vote["first"], vote.get("verdict"), vote.get("reasoning") or "", vote.get("finish_reason"),
-                   vote.get("completion_tokens"), vote.get("reason"), bool(vote.get("truncated_input")))
+        return cls(
+            vote["first"],
+            vote.get("verdict"),
+            vote.get("reasoning") or "",
+            vote.get("finish_reason"),
+            vote.get("completion_tokens"),
+            vote.get("reason"),
+            bool(vote.get("truncated_input")),
+        )
 
     @property
     def valid(self) -> bool:
@@ -94,10 +101,17 @@ class RecordedMatch:
     @classmethod
     def from_json(cls, match: Mapping[str, Any], round: int, position: int) -> RecordedMatch:
         tally = match.get("tally") or {}
-        return cls(round, position, match["a"], match.get("b"), match["winner"], match.get("decided_by"),
-                   Tally(tally.get("a", 0), tally.get("b", 0), tally.get("invalid", 0)),
-                   tuple(RecordedVote.from_json(v) for v in _tuple(match.get("votes"))),
-                   match.get("votes_saved") or 0)
+        return cls(
+            round,
+            position,
+            match["a"],
+            match.get("b"),
+            match["winner"],
+            match.get("decided_by"),
+            Tally(tally.get("a", 0), tally.get("b", 0), tally.get("invalid", 0)),
+            tuple(RecordedVote.from_json(v) for v in _tuple(match.get("votes"))),
+            match.get("votes_saved") or 0,
+        )
 
     @property
     def bye(self) -> bool:
@@ -149,13 +163,24 @@ class TournamentTrace:
 
     @classmethod
     def from_json(cls, tournament: Mapping[str, Any]) -> TournamentTrace:
-        rounds = tuple(tuple(RecordedMatch.from_json(m, r, p) for p, m in enumerate(_tuple(matches)))
-                       for r, matches in enumerate(_tuple(tournament.get("rounds"))))
+        rounds = tuple(
+            tuple(RecordedMatch.from_json(m, r, p) for p, m in enumerate(_tuple(matches)))
+            for r, matches in enumerate(_tuple(tournament.get("rounds")))
+        )
         groups = tournament.get("answer_groups")
-        teams = None if groups is None else tuple(AnswerTeam(g.get("answer"), tuple(g.get("members") or ()))
-                                                  for g in _tuple(groups))
-        return cls(tournament.get("strategy"), tournament.get("seed"), tournament.get("judge"), rounds, teams,
-                   {k: v for k, v in tournament.items() if k not in cls.KNOWN})
+        teams = (
+            None
+            if groups is None
+            else tuple(AnswerTeam(g.get("answer"), tuple(g.get("members") or ())) for g in _tuple(groups))
+        )
+        return cls(
+            tournament.get("strategy"),
+            tournament.get("seed"),
+            tournament.get("judge"),
+            rounds,
+            teams,
+            {k: v for k, v in tournament.items() if k not in cls.KNOWN},
+        )
 
     def matches(self) -> Iterator[RecordedMatch]:
         """Every match in bracket order: round by round, each round in its written order."""
@@ -194,8 +219,12 @@ class SamplingTrace:
 
     @classmethod
     def from_json(cls, sampling: Mapping[str, Any]) -> SamplingTrace:
-        return cls(sampling.get("policy"), _tuple(sampling.get("finish_reasons")),
-                   _int_or_none(sampling.get("prompt_tokens")), _int_or_none(sampling.get("completion_tokens")))
+        return cls(
+            sampling.get("policy"),
+            _tuple(sampling.get("finish_reasons")),
+            _int_or_none(sampling.get("prompt_tokens")),
+            _int_or_none(sampling.get("completion_tokens")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +251,11 @@ class OutputRecord:
         tournament, usage, sampling = data.get("tournament"), data.get("usage"), data.get("sampling")
         candidates, ranking, scores = data.get("candidates"), data.get("ranking"), data.get("scores")
         return cls(
-            data, data.get("id"),
+            data,
+            data.get("id"),
             tuple(candidates) if isinstance(candidates, list) else None,
-            data.get("best"), _int_or_none(data.get("best_index")),
+            data.get("best"),
+            _int_or_none(data.get("best_index")),
             str(data["error"]) if data.get("error") else None,
             tuple(ranking) if isinstance(ranking, list) else None,
             tuple(scores) if isinstance(scores, list) else None,

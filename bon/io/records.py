@@ -11,8 +11,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any
 
 from bon.errors import BonError, UsageError
 
@@ -96,11 +97,7 @@ def parse_record(obj: Any, line: int, position: int, fields: FieldNames) -> Reco
     candidates = None
     if fields.candidates in obj:
         candidates = obj[fields.candidates]
-        if (
-            not isinstance(candidates, list)
-            or not candidates
-            or not all(isinstance(c, str) and c for c in candidates)
-        ):
+        if not isinstance(candidates, list) or not candidates or not all(isinstance(c, str) and c for c in candidates):
             raise InputError(line, f"`{fields.candidates}` must be a non-empty list of non-empty strings")
     return Record(line=line, id=record_id, data=obj, question=question, messages=messages, candidates=candidates)
 
@@ -230,7 +227,7 @@ def _stdin_lines() -> Iterator[bytes]:
         start, search_from = 0, len(pending)  # what is pending holds no newline
         pending += chunk
         while (end := pending.find(b"\n", search_from)) >= 0:
-            yield bytes(pending[start:end + 1])
+            yield bytes(pending[start : end + 1])
             start = search_from = end + 1
         del pending[:start]
     if pending:

@@ -10,8 +10,9 @@ so a large file never sits in memory whole.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bon.errors import UsageError
 from bon.io.records import input_lines
@@ -28,7 +29,7 @@ def input_rows(path: str, split: str | None = None, config: str | None = None) -
     Problems raise UsageError with one line that says what to do.
     """
     if path.startswith(HUB_PREFIX):
-        return _rows(_hub_dataset(path[len(HUB_PREFIX):], split, config))
+        return _rows(_hub_dataset(path[len(HUB_PREFIX) :], split, config))
     local = Path(path)
     if path != "-" and local.is_dir() and _is_saved_dataset(local):
         return _rows(_saved_dataset(local, split))
@@ -84,9 +85,11 @@ def _hub_dataset(name: str, split: str | None, config: str | None):
     try:
         data = datasets.load_dataset(name, config, split=split)
     except ConnectionError:  # also what the datasets library raises in offline mode
-        raise UsageError(f"cannot load hf:{name}: the Hugging Face Hub is not reachable and the dataset is not "
-                         "in the local cache (download it where the Hub is reachable, or save_to_disk and pass "
-                         "the folder)") from None
+        raise UsageError(
+            f"cannot load hf:{name}: the Hugging Face Hub is not reachable and the dataset is not "
+            "in the local cache (download it where the Hub is reachable, or save_to_disk and pass "
+            "the folder)"
+        ) from None
     except FileNotFoundError:
         raise UsageError(f"hf:{name}: no such dataset on the Hub (or it is private)") from None
     except ValueError as exc:  # unknown split or config

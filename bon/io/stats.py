@@ -98,8 +98,10 @@ class Summary:
         if self.errors:
             parts.append(f"{self.errors} with errors")
         if self.judge_samples:
-            parts.append(f"{self.judge_samples} judge samples ({figures['invalid_votes']} invalid"
-                         + (f": {invalid})" if invalid else ")"))
+            parts.append(
+                f"{self.judge_samples} judge samples ({figures['invalid_votes']} invalid"
+                + (f": {invalid})" if invalid else ")")
+            )
         if figures["first_position_win_rate"] is not None:
             parts.append(f"first position wins {figures['first_position_win_rate']:.0%}")
         if figures["tiebreak_rate"]:

@@ -15,23 +15,31 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from bon import config as defaults
-from bon.runs.checkpoint import (CachedEngine, Manifest, ReplayEngine, Sidecar, manifest_path, open_output, safe_url,
-                            sidecar_path)
 from bon.config import RunConfig, ServerOptions, TournamentConfig, validity_key
 from bon.errors import UsageError
-from bon.runs.judge import Sampler
-from bon.runs.pipeline import LazyEngine, Pipeline, RunStats
 from bon.io.output import SCHEMA_VERSION
 from bon.io.records import FieldNames, InputError, Record, RecordWriter, read_records
+from bon.io.sources import input_rows
+from bon.runs.checkpoint import (
+    CachedEngine,
+    Manifest,
+    ReplayEngine,
+    Sidecar,
+    manifest_path,
+    open_output,
+    safe_url,
+    sidecar_path,
+)
+from bon.runs.judge import Sampler
+from bon.runs.pipeline import LazyEngine, Pipeline, RunStats
 from bon.runs.roles import Judge, Policy, Role, run_sync, tournament_config
 from bon.runs.shards import in_shard, shard_text
-from bon.io.sources import input_rows
 
 
 class Run:
@@ -42,11 +50,19 @@ class Run:
     both. Iterate it (`async for out in run`) for the output records in input order.
     """
 
-    def __init__(self, records: str | Path | Iterable[dict[str, Any]], *, policy: Policy | None = None,
-                 judge: Judge | None = None, config: RunConfig = RunConfig(),
-                 tournament: TournamentConfig | None = None,
-                 bad_line: Callable[[InputError, str], None] | None = None, progress: Any = None,
-                 command: list[str] | None = None, update_every: float = defaults.DEFAULT_LOG_EVERY):
+    def __init__(
+        self,
+        records: str | Path | Iterable[dict[str, Any]],
+        *,
+        policy: Policy | None = None,
+        judge: Judge | None = None,
+        config: RunConfig = RunConfig(),
+        tournament: TournamentConfig | None = None,
+        bad_line: Callable[[InputError, str], None] | None = None,
+        progress: Any = None,
+        command: list[str] | None = None,
+        update_every: float = defaults.DEFAULT_LOG_EVERY,
+    ):
         if policy is None and judge is None:
             raise UsageError("a run needs a policy (to sample), a judge (to select) or both")
         if (config.resume or config.overwrite) and config.output is None:
@@ -82,8 +98,10 @@ class Run:
             rows = iter(self._items)
         for record in read_records(rows, self.fields, report_bad):
             if self.judge is not None and self.policy is None and record.candidates is None:
-                error = InputError(record.line, f"missing `{self.fields.candidates}` (bon select judges existing "
-                                                "candidates; bon run samples them)")
+                error = InputError(
+                    record.line,
+                    f"missing `{self.fields.candidates}` (bon select judges existing candidates; bon run samples them)",
+                )
                 if report_bad is None:
                     raise error
                 report_bad(error, "")
@@ -104,17 +122,29 @@ class Run:
     def settings(self) -> dict[str, Any]:
         """What makes finished work reusable on resume (the sidecar checks it), in the keys
         earlier versions wrote, so their sidecars still resume."""
-        out: dict[str, Any] = {"seed": self.config.seed, "query_field": self.config.query_field,
-                               "candidates_field": self.config.candidates_field}
+        out: dict[str, Any] = {
+            "seed": self.config.seed,
+            "query_field": self.config.query_field,
+            "candidates_field": self.config.candidates_field,
+        }
         if self.policy is not None:
             p = self.policy
-            out["policy"] = {"policy": p.config.model, "n": self.config.n, **_decoding(p.sampling),
-                             "system": p.system, "engine_args": _engine_args_text(p)}
+            out["policy"] = {
+                "policy": p.config.model,
+                "n": self.config.n,
+                **_decoding(p.sampling),
+                "system": p.system,
+                "engine_args": _engine_args_text(p),
+            }
             out["policy_template"] = _template_hash(p.template)
         if self.judge is not None:
             j, t = self.judge, self.tournament
-            out["judge"] = {"judge": j.config.model, **validity_key(t, leave_out=("seed",)),  # seed: above
-                            **_decoding(j.sampling), "engine_args": _engine_args_text(j)}
+            out["judge"] = {
+                "judge": j.config.model,
+                **validity_key(t, leave_out=("seed",)),  # seed: above
+                **_decoding(j.sampling),
+                "engine_args": _engine_args_text(j),
+            }
             out["judge_template"] = _template_hash(j.template)
         return out
 
@@ -123,22 +153,27 @@ class Run:
         if self.config.output is None:
             return
         output = Path(self.config.output)
-        self._stream, self.done, self.torn_line_dropped = open_output(output, self.config.resume,
-                                                                      self.config.overwrite)
+        self._stream, self.done, self.torn_line_dropped = open_output(output, self.config.resume, self.config.overwrite)
         settings = self.settings()
         self._sidecar = Sidecar(sidecar_path(output), settings, self.config.resume)
-        self._manifest = Manifest(manifest_path(output), {
-            "schema_version": SCHEMA_VERSION,  # of the records in OUTPUT (bon.io.output)
-            "command": self.command,
-            "input": self.source if self.source in (None, "-") else str(Path(self.source).resolve()),
-            "output": str(output.resolve()),
-            "shard": shard_text(self.config.shard),
-            "policy": _manifest_role(self.policy),
-            "judge": _manifest_role(self.judge),
-            "api_key_env": _api_key_env(self.policy) or _api_key_env(self.judge) or ServerOptions.api_key_env,
-            "settings": settings,
-            "engine_log": next((r.config.log_file for r in (self.policy, self.judge) if r and r.config.log_file), None),
-        }, update_every=self.update_every)
+        self._manifest = Manifest(
+            manifest_path(output),
+            {
+                "schema_version": SCHEMA_VERSION,  # of the records in OUTPUT (bon.io.output)
+                "command": self.command,
+                "input": self.source if self.source in (None, "-") else str(Path(self.source).resolve()),
+                "output": str(output.resolve()),
+                "shard": shard_text(self.config.shard),
+                "policy": _manifest_role(self.policy),
+                "judge": _manifest_role(self.judge),
+                "api_key_env": _api_key_env(self.policy) or _api_key_env(self.judge) or ServerOptions.api_key_env,
+                "settings": settings,
+                "engine_log": next(
+                    (r.config.log_file for r in (self.policy, self.judge) if r and r.config.log_file), None
+                ),
+            },
+            update_every=self.update_every,
+        )
 
     # ---- the run ----
 
@@ -161,16 +196,28 @@ class Run:
         make_sampler = make_referee = None
         if policy is not None:
             on_policy = getattr(progress, "on_policy", None)
-            make_sampler = lambda engine: Sampler(engine, policy.template, policy.sampling, config.n,  # noqa: E731
-                                                  config.seed, policy.system, on_policy)
+
+            def make_sampler(engine):
+                return Sampler(
+                    engine, policy.template, policy.sampling, config.n, config.seed, policy.system, on_policy
+                )
+
         if judge is not None:
             on_generation = getattr(progress, "on_generation", None)
             on_match = getattr(progress, "on_match", None)
-            make_referee = lambda engine: judge.referee(engine, self.tournament, on_generation, on_match)  # noqa: E731
+
+            def make_referee(engine):
+                return judge.referee(engine, self.tournament, on_generation, on_match)
+
         pipeline = Pipeline(
-            writer=RecordWriter(self._stream) if self._stream else None, concurrency=config.concurrency,
-            make_sampler=make_sampler, make_judge=make_referee, policy=policy_engine, judge=judge_engine,
-            phased=phased, progress=getattr(progress, "on_record", None),
+            writer=RecordWriter(self._stream) if self._stream else None,
+            concurrency=config.concurrency,
+            make_sampler=make_sampler,
+            make_judge=make_referee,
+            policy=policy_engine,
+            judge=judge_engine,
+            phased=phased,
+            progress=getattr(progress, "on_record", None),
         )
         pipeline.stats.resumed = len(self.done)
         if phased and self._sidecar and self.source not in (None, "-"):
@@ -213,10 +260,18 @@ class Run:
         if self._sidecar:
             self._sidecar.close(remove=self.status == "complete")
         if self._manifest:
-            self._manifest.finish(self.status, {
-                "records_written": stats.records, "already_done": stats.resumed, "sampled": stats.sampled,
-                "records_with_errors": stats.errors, "bad_lines_skipped": stats.skipped,
-                "usage": stats.usage.to_json()}, progress=self._progress_counters())
+            self._manifest.finish(
+                self.status,
+                {
+                    "records_written": stats.records,
+                    "already_done": stats.resumed,
+                    "sampled": stats.sampled,
+                    "records_with_errors": stats.errors,
+                    "bad_lines_skipped": stats.skipped,
+                    "usage": stats.usage.to_json(),
+                },
+                progress=self._progress_counters(),
+            )
         if self._stream:
             self._stream.close()
 
@@ -324,8 +379,9 @@ def make_run(records, policy: Policy | None = None, judge: Judge | None = None, 
     return Run(records, policy=policy, judge=judge, config=config, tournament=tournament)
 
 
-async def arun(records, policy: Policy | None = None, judge: Judge | None = None,
-               **settings: Any) -> AsyncIterator[dict[str, Any]]:
+async def arun(
+    records, policy: Policy | None = None, judge: Judge | None = None, **settings: Any
+) -> AsyncIterator[dict[str, Any]]:
     """Sample and/or select over `records`, yielding each output record in input order.
 
     Settings are keywords with the CLI's defaults: n, seed, votes, max_votes, strategy,

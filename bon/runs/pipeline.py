@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bon.engines.base import Completion, Engine, EngineWrapper, Generation, GenerationRequest, RecordError
-from bon.runs.judge import Referee, Sampler, Usage
 from bon.io.records import Record, RecordWriter, output_record
 from bon.io.stats import Summary
+from bon.runs.judge import Referee, Sampler, Usage
 from bon.tasks import settle
 
 T = TypeVar("T")
@@ -32,7 +32,9 @@ WINDOW_PER_SLOT = 4  # the ordered-output window holds this many records per con
 
 
 async def ordered_map(
-    source: AsyncIterable[T], fn: Callable[[T], Awaitable[R]], concurrency: int,
+    source: AsyncIterable[T],
+    fn: Callable[[T], Awaitable[R]],
+    concurrency: int,
     stop: asyncio.Event | None = None,
 ) -> AsyncIterator[R]:
     """fn over source, at most `concurrency` calls running, results in source order.
@@ -116,8 +118,7 @@ class LazyEngine:
     engine before the judge loads; without it the engine's owner closes it.
     """
 
-    def __init__(self, factory: Callable[[], Awaitable[Engine]],
-                 release: Callable[[], Awaitable[None]] | None = None):
+    def __init__(self, factory: Callable[[], Awaitable[Engine]], release: Callable[[], Awaitable[None]] | None = None):
         self._factory = factory
         self._release = release
         self._engine: Engine | None = None
@@ -212,9 +213,9 @@ class Pipeline:
     phased: bool = False  # sample everything, close the policy engine, then judge
     # With a file and a sidecar, the judge phase re-reads the input and replays the sampled
     # candidates from the sidecar (memory stays flat); otherwise sampled records wait in memory.
-    replay: "Callable[[], Iterable[Record]] | None" = None
+    replay: Callable[[], Iterable[Record]] | None = None
     replay_policy: LazyEngine | None = None
-    progress: "Callable[[Record], None] | None" = None
+    progress: Callable[[Record], None] | None = None
     stats: RunStats = field(default_factory=RunStats)
     _stop: asyncio.Event | None = None
 

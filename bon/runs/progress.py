@@ -24,7 +24,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from bon.config import DEFAULT_LOG_EVERY
 
@@ -72,9 +73,15 @@ def status_line(c: dict[str, Any]) -> str:
 
 
 class RunProgress:
-    def __init__(self, enabled: bool = True, total: int | None = None, log_every: float = DEFAULT_LOG_EVERY,
-                 endpoints: Endpoints | None = None, on_tick: Callable[[dict[str, Any]], None] | None = None,
-                 stream: TextIO | None = None):
+    def __init__(
+        self,
+        enabled: bool = True,
+        total: int | None = None,
+        log_every: float = DEFAULT_LOG_EVERY,
+        endpoints: Endpoints | None = None,
+        on_tick: Callable[[dict[str, Any]], None] | None = None,
+        stream: TextIO | None = None,
+    ):
         """`enabled`: show anything on stderr at all (False for --quiet). `on_tick` gets
         `counters()` every `log_every` seconds (60 when the lines are off) even when nothing
         is shown, so the manifest follows a quiet run or one on a terminal too."""
@@ -97,14 +104,26 @@ class RunProgress:
         self._progress = None
         if enabled and terminal:  # Rich only here: every bon command imports this module
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
                 # bon's own ETA (records/s over the run), the one the log line and manifest show
-                TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn(), TextColumn("{task.fields[counters]}"),
-                console=Console(file=self.stream), transient=True,
+                TextColumn("ETA {task.fields[eta]}"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[counters]}"),
+                console=Console(file=self.stream),
+                transient=True,
             )
             self._task = self._progress.add_task("records", total=total, counters="", eta="?")
 
@@ -179,14 +198,15 @@ class RunProgress:
             health = self.endpoints() if self.endpoints else None
             health = f" · endpoints {health[0]}/{health[1]}" if health else ""
             rate = self.tokens / max(time.monotonic() - self.started, 1e-9)
-            self._progress.update(self._task, counters=f"judge samples {self.judge_samples:,}{invalid} · "
-                                  f"{rate:,.0f} tok/s{health}")
+            self._progress.update(
+                self._task, counters=f"judge samples {self.judge_samples:,}{invalid} · {rate:,.0f} tok/s{health}"
+            )
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.tick()
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> RunProgress:
         self.started = time.monotonic()
         self._last = (self.started, self.tokens)
         if self._progress:

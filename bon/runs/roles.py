@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, TypeVar
 
 from bon import config as defaults
 from bon.config import EngineConfig, SamplingConfig, TournamentConfig
@@ -107,16 +107,30 @@ class Role:
     """A model and where it runs. Backend options are keywords (see bon/config.py: VLLMOptions,
     ServerOptions, HFOptions); one the backend does not take is a UsageError."""
 
-    def __init__(self, model: str, backend: str | None = None, *, seed: int = 0, verbose: bool = False,
-                 log_file: str | Path | None = None, **options: Any):
+    def __init__(
+        self,
+        model: str,
+        backend: str | None = None,
+        *,
+        seed: int = 0,
+        verbose: bool = False,
+        log_file: str | Path | None = None,
+        **options: Any,
+    ):
         if isinstance(options.get("base_url"), str):
             options["base_url"] = (options["base_url"],)
         elif options.get("base_url") is not None:
             options["base_url"] = tuple(options["base_url"])
         name = backend or default_backend(options.get("base_url"))
         # log_file: where the engine library's own start-up output goes (None: nowhere) unless verbose
-        self.config = EngineConfig(backend=name, model=model, options=backend_options(name, options), seed=seed,
-                                   verbose=verbose, log_file=None if log_file is None else str(log_file))
+        self.config = EngineConfig(
+            backend=name,
+            model=model,
+            options=backend_options(name, options),
+            seed=seed,
+            verbose=verbose,
+            log_file=None if log_file is None else str(log_file),
+        )
         get_backend(name).check_config(self.config)
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,8 +196,9 @@ class Role:
             self._engine = self._loading = self._loop = None
             return
         if self._loop is not _background:
-            raise UsageError(f"{self!r} was used from an event loop: close it there with "
-                             "`await role.aclose()` or `async with role:`")
+            raise UsageError(
+                f"{self!r} was used from an event loop: close it there with `await role.aclose()` or `async with role:`"
+            )
         run_sync(self.aclose())
 
     def __enter__(self):
@@ -205,9 +220,17 @@ class Role:
 class Policy(Role):
     """The model that writes candidates: N samples per query in one request."""
 
-    def __init__(self, model: str, backend: str | None = None, *,
-                 temperature: float = defaults.POLICY_TEMPERATURE, top_p: float = defaults.POLICY_TOP_P,
-                 max_tokens: int = defaults.POLICY_MAX_TOKENS, system: str | None = None, **options: Any):
+    def __init__(
+        self,
+        model: str,
+        backend: str | None = None,
+        *,
+        temperature: float = defaults.POLICY_TEMPERATURE,
+        top_p: float = defaults.POLICY_TOP_P,
+        max_tokens: int = defaults.POLICY_MAX_TOKENS,
+        system: str | None = None,
+        **options: Any,
+    ):
         super().__init__(model, backend, **options)
         self.sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
         self.system = system
@@ -237,10 +260,17 @@ class MatchResult:
 class Judge(Role):
     """A reward reasoning model that decides matches by majority of sampled judgments."""
 
-    def __init__(self, model: str = defaults.DEFAULT_JUDGE, backend: str | None = None, *,
-                 temperature: float = defaults.JUDGE_TEMPERATURE, top_p: float = defaults.JUDGE_TOP_P,
-                 max_tokens: int = defaults.JUDGE_MAX_TOKENS, template: str | Path | None = None,
-                 **options: Any):
+    def __init__(
+        self,
+        model: str = defaults.DEFAULT_JUDGE,
+        backend: str | None = None,
+        *,
+        temperature: float = defaults.JUDGE_TEMPERATURE,
+        top_p: float = defaults.JUDGE_TOP_P,
+        max_tokens: int = defaults.JUDGE_MAX_TOKENS,
+        template: str | Path | None = None,
+        **options: Any,
+    ):
         super().__init__(model, backend, **options)
         self.sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
         self.template_path = None if template is None else Path(template)
@@ -251,13 +281,18 @@ class Judge(Role):
 
         return Referee(engine, self.template, self.sampling, tournament, on_generation, on_match)
 
-    async def aselect(self, question: str, candidates: list[str], *, id: str | int = 0,
-                      **tournament: Any) -> Selection:
+    async def aselect(self, question: str, candidates: list[str], *, id: str | int = 0, **tournament: Any) -> Selection:
         """The best of `candidates` by this judge's tournament (keywords: TournamentConfig's)."""
         if not candidates or not all(isinstance(c, str) for c in candidates):
             raise UsageError("candidates must be a non-empty list of strings")
-        record = Record(line=1, id=id, data={"query": question, "candidates": list(candidates)}, question=question,
-                        messages=None, candidates=list(candidates))
+        record = Record(
+            line=1,
+            id=id,
+            data={"query": question, "candidates": list(candidates)},
+            question=question,
+            messages=None,
+            candidates=list(candidates),
+        )
         await self.referee(await self.engine(), tournament_config(**tournament)).select(record)
         out = output_record(record)
         return Selection(best=out["best"], best_index=out["best_index"], record=out)
@@ -265,10 +300,18 @@ class Judge(Role):
     def select(self, question: str, candidates: list[str], **kwargs: Any) -> Selection:
         return run_sync(self.aselect(question, candidates, **kwargs))
 
-    async def acompare(self, question: str, a: str, b: str, *, votes: int = defaults.DEFAULT_VOTES,
-                       max_votes: int | None = None, seed: int = 0,
-                       on_vote: Callable[[int, int, int], None] | None = None,
-                       on_text: Callable[[str], None] | None = None) -> MatchResult:
+    async def acompare(
+        self,
+        question: str,
+        a: str,
+        b: str,
+        *,
+        votes: int = defaults.DEFAULT_VOTES,
+        max_votes: int | None = None,
+        seed: int = 0,
+        on_vote: Callable[[int, int, int], None] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> MatchResult:
         """One match between two answers. With `on_text`, votes run one at a time and their
         text streams through it as the judge writes (engines that stream)."""
         from bon.runs.judge import compare
@@ -276,8 +319,13 @@ class Judge(Role):
         referee = self.referee(await self.engine(), tournament_config(votes=votes, max_votes=max_votes, seed=seed))
         match, usage = await compare(referee, question, [a, b], on_vote=on_vote, on_text=on_text)
         data = match.to_json()
-        return MatchResult(winner=match.winner, tally=data["tally"], votes=data["votes"],
-                           decided_by=match.decided_by, usage=usage.to_json())
+        return MatchResult(
+            winner=match.winner,
+            tally=data["tally"],
+            votes=data["votes"],
+            decided_by=match.decided_by,
+            usage=usage.to_json(),
+        )
 
     def compare(self, question: str, a: str, b: str, **kwargs: Any) -> MatchResult:
         return run_sync(self.acompare(question, a, b, **kwargs))
@@ -302,4 +350,3 @@ def tournament_config(**kwargs: Any) -> TournamentConfig:
         except (ValueError, ImportError) as exc:
             raise UsageError(f"--group-by-answer: {exc}") from None
     return config
-

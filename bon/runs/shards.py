@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from bon.errors import UsageError
 
 Shard = tuple[int, int]  # (index, count), 0 <= index < count
 
 
-def parse_shard(value: Optional[str], shards: Optional[int] = None,
-                environ: Mapping[str, str] = os.environ) -> Optional[Shard]:
+def parse_shard(value: str | None, shards: int | None = None, environ: Mapping[str, str] = os.environ) -> Shard | None:
     """`--shard` (and `--shards`) as (index, count); None for the whole input."""
     if value is None:
         if shards is not None:
@@ -44,7 +43,7 @@ def parse_shard(value: Optional[str], shards: Optional[int] = None,
     return index, count
 
 
-def _int(environ: Mapping[str, str], name: str) -> Optional[int]:
+def _int(environ: Mapping[str, str], name: str) -> int | None:
     text = environ.get(name, "").strip()
     if not text:
         return None
@@ -54,7 +53,7 @@ def _int(environ: Mapping[str, str], name: str) -> Optional[int]:
         raise UsageError(f"--shard auto: {name}={text!r} is not a whole number") from None
 
 
-def auto_shard(environ: Mapping[str, str] = os.environ, shards: Optional[int] = None) -> Shard:
+def auto_shard(environ: Mapping[str, str] = os.environ, shards: int | None = None) -> Shard:
     """The shard the scheduler gave this process (see the module's docstring)."""
     task = _int(environ, "SLURM_ARRAY_TASK_ID")
     if task is not None:
@@ -62,8 +61,10 @@ def auto_shard(environ: Mapping[str, str] = os.environ, shards: Optional[int] = 
         source = "the Slurm array"
     elif (k8s := _int(environ, "JOB_COMPLETION_INDEX")) is not None:
         if shards is None:
-            raise UsageError("--shard auto in a Kubernetes Indexed Job needs --shards N "
-                             "(the Job's completions: the pod is not told the count)")
+            raise UsageError(
+                "--shard auto in a Kubernetes Indexed Job needs --shards N "
+                "(the Job's completions: the pod is not told the count)"
+            )
         index, count, source = k8s, shards, "JOB_COMPLETION_INDEX"
     elif (rank := _int(environ, "RANK")) is not None:
         count = _int(environ, "WORLD_SIZE")
@@ -71,8 +72,10 @@ def auto_shard(environ: Mapping[str, str] = os.environ, shards: Optional[int] = 
             raise UsageError("--shard auto: RANK is set but WORLD_SIZE is not")
         index, source = rank, "RANK/WORLD_SIZE"
     else:
-        raise UsageError("--shard auto found no scheduler: none of SLURM_ARRAY_TASK_ID (Slurm array), "
-                         "JOB_COMPLETION_INDEX (Kubernetes Indexed Job), RANK/WORLD_SIZE is set; pass --shard I/N")
+        raise UsageError(
+            "--shard auto found no scheduler: none of SLURM_ARRAY_TASK_ID (Slurm array), "
+            "JOB_COMPLETION_INDEX (Kubernetes Indexed Job), RANK/WORLD_SIZE is set; pass --shard I/N"
+        )
     if count < 1 or not 0 <= index < count:
         raise UsageError(f"--shard auto: {source} gives shard {index} of {count}; need 0 <= I < N")
     if shards is not None and shards != count:
@@ -84,19 +87,24 @@ def _slurm_array(environ: Mapping[str, str], task: int) -> Shard:
     low, high = _int(environ, "SLURM_ARRAY_TASK_MIN"), _int(environ, "SLURM_ARRAY_TASK_MAX")
     count, step = _int(environ, "SLURM_ARRAY_TASK_COUNT"), _int(environ, "SLURM_ARRAY_TASK_STEP")
     if low is None or count is None:
-        raise UsageError("--shard auto: SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_MIN and "
-                         "SLURM_ARRAY_TASK_COUNT (Slurm older than 17.11?); pass --shard I/N")
+        raise UsageError(
+            "--shard auto: SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_MIN and "
+            "SLURM_ARRAY_TASK_COUNT (Slurm older than 17.11?); pass --shard I/N"
+        )
     # Contiguous means the ids from MIN to MAX are all there: a list (1,4,9) or a step (0-14:2)
     # has fewer tasks than that span, and shards with no task would go missing.
     if (high is not None and high - low + 1 != count) or (step not in (None, 1) and count > 1):
         span = f"{low}-{high}" if high is not None else f"from {low}"
-        raise UsageError(f"--shard auto needs a contiguous Slurm array (e.g. --array=0-{count - 1}); this one has "
-                         f"{count} tasks over ids {span}" + (f" in steps of {step}" if step not in (None, 1) else "")
-                         + ": pass --shard I/N yourself, or submit --array=0-N-1")
+        raise UsageError(
+            f"--shard auto needs a contiguous Slurm array (e.g. --array=0-{count - 1}); this one has "
+            f"{count} tasks over ids {span}"
+            + (f" in steps of {step}" if step not in (None, 1) else "")
+            + ": pass --shard I/N yourself, or submit --array=0-N-1"
+        )
     return task - low, count
 
 
-def in_shard(record_id, shard: Optional[Shard]) -> bool:
+def in_shard(record_id, shard: Shard | None) -> bool:
     """A deterministic 1/N of the records, by id: the same split on every machine."""
     return shard is None or shard_of(record_id, shard[1]) == shard[0]
 
@@ -108,7 +116,7 @@ def shard_of(record_id, count: int) -> int:
     return derive_seed("shard", record_id) % count
 
 
-def shard_text(shard: Optional[Shard]) -> Optional[str]:
+def shard_text(shard: Shard | None) -> str | None:
     """The resolved `I/N` for the manifest (a `--shard auto` run records which shard it was)."""
     return None if shard is None else f"{shard[0]}/{shard[1]}"
 
@@ -116,7 +124,7 @@ def shard_text(shard: Optional[Shard]) -> Optional[str]:
 _SHARD_TEXT = re.compile(r"^(\d+)/(\d+)$")
 
 
-def read_shard_text(text) -> Optional[Shard]:
+def read_shard_text(text) -> Shard | None:
     """A manifest's `shard` back as (index, count); None for anything but `I/N`."""
     match = _SHARD_TEXT.match(text) if isinstance(text, str) else None
     return (int(match[1]), int(match[2])) if match else None
@@ -137,8 +145,10 @@ def rerun_commands(missing_ids, manifests: list[dict]) -> list[str]:
         if shard:
             by_shard.setdefault(shard[1], {})[shard[0]] = manifest
     if len(by_shard) != 1:
-        return ["bon: cannot tell which shards owe them: the shards' manifests do not agree on one I/N "
-                "(rerun with --resume the shard runs that did not complete)"]
+        return [
+            "bon: cannot tell which shards owe them: the shards' manifests do not agree on one I/N "
+            "(rerun with --resume the shard runs that did not complete)"
+        ]
     count, known = next(iter(by_shard.items()))
     owed: dict[int, int] = {}
     for record_id in missing_ids:
@@ -148,8 +158,9 @@ def rerun_commands(missing_ids, manifests: list[dict]) -> list[str]:
     for index in sorted(owed):
         manifest = known.get(index) or _sibling_for(index, count, next(iter(known.values())))
         how = "rerun it" if index not in known else "resume it"
-        lines.append(f"bon: shard {index}/{count} is missing {owed[index]} records; {how} with: "
-                     f"{resume_command(manifest)}")
+        lines.append(
+            f"bon: shard {index}/{count} is missing {owed[index]} records; {how} with: {resume_command(manifest)}"
+        )
     return lines
 
 
@@ -163,8 +174,9 @@ def _sibling_for(index: int, count: int, sibling: dict) -> dict:
     from bon.runs.checkpoint import rewrite_option
 
     own = read_shard_text(sibling.get("shard"))
-    args = rewrite_option(sibling.get("command") or [], ("-o", "--output"),
-                          lambda output: _shift_number(output, index - own[0]))
+    args = rewrite_option(
+        sibling.get("command") or [], ("-o", "--output"), lambda output: _shift_number(output, index - own[0])
+    )
     return sibling | {"shard": f"{index}/{count}", "command": args}
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import defaultdict
 import random
-from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from bon.config import TournamentConfig
 from bon.tasks import gather
@@ -77,8 +77,15 @@ def equal_records(n: int, wins: dict[tuple[int, int], float]) -> list[list[int]]
         won[i] += w
     classes: list[list[int]] = []
     for k in range(n):
-        same = next((c for c in classes if won[c[0]] == won[k]
-                     and all(games[(c[0], j)] == games[(k, j)] for j in range(n) if j not in (c[0], k))), None)
+        same = next(
+            (
+                c
+                for c in classes
+                if won[c[0]] == won[k]
+                and all(games[(c[0], j)] == games[(k, j)] for j in range(n) if j not in (c[0], k))
+            ),
+            None,
+        )
         if same is None:
             classes.append([k])
         else:
@@ -123,8 +130,13 @@ def choose_pairs(n: int, max_pairs: int | None, rng: random.Random) -> list[tupl
 
 
 async def round_robin(
-    candidates: list[str], ask: Ask, config: TournamentConfig, record_id: str | int,
-    max_pairs: int | None = None, on_match: Callable[[Match], None] | None = None, teams: list[int] | None = None,
+    candidates: list[str],
+    ask: Ask,
+    config: TournamentConfig,
+    record_id: str | int,
+    max_pairs: int | None = None,
+    on_match: Callable[[Match], None] | None = None,
+    teams: list[int] | None = None,
 ) -> Tournament:
     """Play the pairs: the trace holds one round with every match, and the ratings as `scores`.
 
@@ -141,7 +153,9 @@ async def round_robin(
         elif candidates[a] == candidates[b]:
             match = Match(a, b, min(a, b), IDENTICAL)
         else:
-            match = await decide_match(a, b, ask, config, derive_seed(record_seed, i, j), extra_to_a_first=slot % 2 == 0)
+            match = await decide_match(
+                a, b, ask, config, derive_seed(record_seed, i, j), extra_to_a_first=slot % 2 == 0
+            )
         if on_match:
             on_match(match)
         return match
@@ -157,8 +171,13 @@ async def round_robin(
         else:
             loser = m.b if m.winner == m.a else m.a
             wins[(m.winner, loser)] = wins.get((m.winner, loser), 0.0) + 1.0
-    tournament = Tournament(winner=0, seed=config.seed, rounds=[matches] if matches else [], strategy="elo",
-                            scores=bradley_terry(len(candidates), wins))
+    tournament = Tournament(
+        winner=0,
+        seed=config.seed,
+        rounds=[matches] if matches else [],
+        strategy="elo",
+        scores=bradley_terry(len(candidates), wins),
+    )
     assert tournament.ranking is not None
     tournament.winner = tournament.ranking[0]
     return tournament

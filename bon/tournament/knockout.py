@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from bon.config import TournamentConfig
 from bon.tasks import settle
@@ -62,8 +62,12 @@ def separate_teams(order: list[int], teams: list[int], rng: random.Random) -> li
 
 
 async def knockout(
-    candidates: list[str], ask: Ask, config: TournamentConfig, record_id: str | int,
-    on_match: Callable[[Match], None] | None = None, teams: list[int] | None = None,
+    candidates: list[str],
+    ask: Ask,
+    config: TournamentConfig,
+    record_id: str | int,
+    on_match: Callable[[Match], None] | None = None,
+    teams: list[int] | None = None,
 ) -> Tournament:
     """Play the bracket; `on_match` (optional) hears of every decided match, e.g. for progress.
 
@@ -150,8 +154,7 @@ async def knockout(
         tournament.winner = ended.result() if ended.done() else level[0].result()[0]
     finally:
         await settle(started)  # on an error, a cancel or an early end, nothing of this bracket keeps running
-    tournament.rounds = [[m for _, _, m in sorted(matches, key=lambda snm: snm[:2])]
-                         for matches in recorded if matches]
+    tournament.rounds = [[m for _, _, m in sorted(matches, key=lambda snm: snm[:2])] for matches in recorded if matches]
     return tournament
 
 

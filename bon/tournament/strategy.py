@@ -12,8 +12,9 @@ found through the `bon.strategies` entry point group, see bon/plugins.py) with o
             ...
 
 Everything that consumes a result asks the strategy (or the typed record it wrote), never
-its name: the registry lives in bon/plugins.py; the record writer takes `record_fields`, `bon pairs` takes `winner_evidence`,
-`bon plan` plays `play` against a judge that always agrees with itself. The defaults
+its name: the registry lives in bon/plugins.py; the record writer takes `record_fields`,
+`bon pairs` takes `winner_evidence`, `bon plan` plays `play` against a judge that always
+agrees with itself. The defaults
 below suit any strategy whose every judged match eliminates its loser (a bracket, a
 ladder); a strategy that ranks by ratings overrides them (see elo.py).
 """
@@ -87,8 +88,15 @@ class Strategy(ABC):
     summary: ClassVar[str]  # a phrase for --strategy's help: "n-1 matches"
 
     @abstractmethod
-    async def play(self, candidates: list[str], ask: Ask, config: TournamentConfig, record_id: str | int,
-                   on_match: Callable[[Match], None] | None = None, teams: list[int] | None = None) -> Tournament:
+    async def play(
+        self,
+        candidates: list[str],
+        ask: Ask,
+        config: TournamentConfig,
+        record_id: str | int,
+        on_match: Callable[[Match], None] | None = None,
+        teams: list[int] | None = None,
+    ) -> Tournament:
         """Play one record. `teams` (answer-aware runs): each candidate's answer group;
         team-mates must never be judged against each other. `on_match` hears every match
         that is decided (progress)."""
@@ -125,7 +133,9 @@ class Strategy(ABC):
                 continue  # not connected to the winner by wins (an answer-aware bracket ended early)
             shares = [match.winner_share for match, _ in chain]
             margin = None if None in shares else min(s for s in shares if s is not None)
-            yield Evidence(best, loser, margin, VOTE_SHARE, [where for _, where in chain], blocked, depth=chain[0][1][0])
+            yield Evidence(
+                best, loser, margin, VOTE_SHARE, [where for _, where in chain], blocked, depth=chain[0][1][0]
+            )
 
     def weakest(self, evidence: Sequence[Evidence]) -> Evidence | None:
         """For `bon pairs --mode best-vs-worst`: the candidate shown weakest. By default the

@@ -4,16 +4,18 @@ Generative judges prefer a position measurably often, so a match's votes are spl
 evenly as possible between "a shown first" and "b shown first"; with an odd count the
 extra vote alternates between the orders from match to match. The side with more valid
 votes wins. With early stopping, a first wave of ⌈K/2⌉ votes goes out, then only as many
-as could still change the result (a unanimous judge settles K=5 with 3 samples). Without a majority (a tie, or too many invalid votes), balanced pairs of extra
-votes are drawn until the vote budget is spent; then a seeded coin decides. An invalid
-vote is recorded as such, never counted as half a vote.
+as could still change the result (a unanimous judge settles K=5 with 3 samples). Without
+a majority (a tie, or too many invalid votes), balanced pairs of extra votes are drawn
+until the vote budget is spent; then a seeded coin decides. An invalid vote is recorded as
+such, never counted as half a vote.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from bon.config import TournamentConfig
 from bon.tasks import gather

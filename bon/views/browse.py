@@ -9,8 +9,8 @@ reads that one line again.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from rich.table import Table
 from rich.text import Text
@@ -64,8 +64,9 @@ def scan(path: str) -> Iterator[Entry]:
                 record = parse_output(json.loads(line), number)
             except ValueError:  # not JSON, or not an object (InputError)
                 continue
-            yield Entry(start, str(record.id), shorten(record.query(), 80), record.best_index,
-                        dict(record_flags(record)))
+            yield Entry(
+                start, str(record.id), shorten(record.query(), 80), record.best_index, dict(record_flags(record))
+            )
 
 
 def read_record(path: str, offset: int) -> OutputRecord:
@@ -94,14 +95,19 @@ class RecordScreen(Screen):
 
     def compose(self) -> ComposeResult:
         record, best = self.record, self.record.best_index
-        yield Static(Text.assemble(("record ", "bold"), (str(record.id), "bold cyan"), "  ",
-                                   shorten(record.query(), 200)), id="title")
+        yield Static(
+            Text.assemble(("record ", "bold"), (str(record.id), "bold cyan"), "  ", shorten(record.query(), 200)),
+            id="title",
+        )
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column, justify in (("#", "right"), ("chars", "right"), ("candidate", "left")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for i, text in enumerate(record.candidates or ()):
-            table.add_row(str(i), str(len(text)), Text(shorten(text, 160) + (" ★ best" if i == best else ""),
-                                                       style="bold green" if i == best else ""))
+            table.add_row(
+                str(i),
+                str(len(text)),
+                Text(shorten(text, 160) + (" ★ best" if i == best else ""), style="bold green" if i == best else ""),
+            )
         if record.error:
             table.add_row("", "", Text(f"error: {record.error}", style="bold red"))
         yield VerticalScroll(Static(table), id="candidates")
@@ -134,8 +140,9 @@ class RecordScreen(Screen):
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         if event.node.data:
             number, vote = event.node.data["number"], event.node.data["vote"]
-            head = Text(f"vote {number}  ({vote.completion_tokens or '?'} tokens, {vote.finish_reason})\n\n",
-                        style="bold")
+            head = Text(
+                f"vote {number}  ({vote.completion_tokens or '?'} tokens, {vote.finish_reason})\n\n", style="bold"
+            )
             self.query_one("#reasoning", Static).update(head + Text(vote.reasoning or "(empty)"))
 
     def action_back(self) -> None:
@@ -210,8 +217,9 @@ class BrowseApp(App):
             self.matching += 1
             if table.row_count < MAX_ROWS:
                 winner = "–" if entry.best_index is None else f"#{entry.best_index}"
-                table.add_row(entry.id, entry.query, winner, Text(flags_text(entry.flags), style="yellow"),
-                              key=str(position))
+                table.add_row(
+                    entry.id, entry.query, winner, Text(flags_text(entry.flags), style="yellow"), key=str(position)
+                )
 
     def refilter(self) -> None:
         table = self.query_one(DataTable)
@@ -228,7 +236,8 @@ class BrowseApp(App):
         filters = " ".join(f"[{key}]{kind}" + ("✓" if kind in self.kinds else "") for key, kind in TOGGLES.items())
         search = f"  search: {self.search!r}" if self.search else ""
         self.query_one("#status", Static).update(
-            f"{self.path}: {shown:,} of {len(self.entries):,} records{reading}{search}   {filters}")
+            f"{self.path}: {shown:,} of {len(self.entries):,} records{reading}{search}   {filters}"
+        )
 
     def action_toggle(self, kind: str) -> None:
         self.kinds ^= {kind}

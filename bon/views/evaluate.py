@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-from bon.tournament.answers import Checker, majority_answer  # noqa: F401  (bon score's answer checks live there)
-from bon.io.records import InputError, decode_lines
 from bon.io.output import OutputRecord
+from bon.io.records import InputError, decode_lines
 from bon.io.stats import longer_candidate, percent, rate
 from bon.tasks import gather
-from bon.tournament.voting import Vote, split_votes
+from bon.tournament.answers import Checker, majority_answer
 from bon.tournament.seeds import derive_seed
+from bon.tournament.voting import Vote, split_votes
 
 Z95 = 1.96
 
 
 # ---------------------------------------------------------------- pairwise accuracy
+
 
 @dataclass(frozen=True)
 class PairFields:
@@ -54,8 +56,14 @@ def read_pairs(lines: Iterable[bytes | str], fields: PairFields = PairFields()) 
             if not isinstance(obj.get(name), str) or not obj[name].strip():
                 raise InputError(number, f"`{name}` must be a non-empty string")
         subset = obj.get(fields.subset)
-        yield Pair(number, obj.get("id", position), obj[fields.prompt], obj[fields.chosen], obj[fields.rejected],
-                   None if subset is None else str(subset))
+        yield Pair(
+            number,
+            obj.get("id", position),
+            obj[fields.prompt],
+            obj[fields.chosen],
+            obj[fields.rejected],
+            None if subset is None else str(subset),
+        )
 
 
 def interleaved(votes: list[Vote]) -> list[Vote]:
@@ -84,7 +92,11 @@ def _mean_ci(scores: list[float]) -> dict[str, Any]:
     mean = sum(scores) / n
     variance = sum((s - mean) ** 2 for s in scores) / (n - 1) if n > 1 else 0.0
     half = Z95 * math.sqrt(variance / n)
-    return {"accuracy": round(mean, 4), "ci95": [round(max(0.0, mean - half), 4), round(min(1.0, mean + half), 4)], "n": n}
+    return {
+        "accuracy": round(mean, 4),
+        "ci95": [round(max(0.0, mean - half), 4), round(min(1.0, mean + half), 4)],
+        "n": n,
+    }
 
 
 @dataclass
@@ -145,6 +157,7 @@ class EvalReport:
 
 # ---------------------------------------------------------------- best-of-N accuracy
 
+
 @dataclass
 class ScoreReport:
     records: int = 0
@@ -169,8 +182,14 @@ class ScoreReport:
 
     def to_json(self) -> dict[str, Any]:
         share = {k: rate(v, self.records) for k, v in self.hits.items()}
-        return {"records": self.records, "skipped": self.skipped, "accuracy": share["bon"],
-                "oracle": share["oracle"], "first_candidate": share["first"], "majority_vote": share["majority"]}
+        return {
+            "records": self.records,
+            "skipped": self.skipped,
+            "accuracy": share["bon"],
+            "oracle": share["oracle"],
+            "first_candidate": share["first"],
+            "majority_vote": share["majority"],
+        }
 
 
 async def judge_pair(ask, pair: Pair, votes: int, seed: int) -> list[Vote]:
@@ -184,8 +203,9 @@ async def judge_pair(ask, pair: Pair, votes: int, seed: int) -> list[Vote]:
     return [v for batch in await gather(*asks) for v in batch]
 
 
-async def evaluate(judge, source: str, fields: PairFields, *, votes: int, seed: int = 0, concurrency: int = 64,
-                   output=None) -> EvalReport:
+async def evaluate(
+    judge, source: str, fields: PairFields, *, votes: int, seed: int = 0, concurrency: int = 64, output=None
+) -> EvalReport:
     """Judge every labelled pair in `source` (a JSONL path or `-`) with `judge` (a bon.Judge):
     `votes` judgments each, split across both orders. With `output`, each pair's votes and
     score are written there as they finish. A file is checked whole before the model loads."""
@@ -193,9 +213,9 @@ async def evaluate(judge, source: str, fields: PairFields, *, votes: int, seed: 
     import json
 
     from bon.config import TournamentConfig
+    from bon.io.records import input_lines
     from bon.runs.judge import Usage
     from bon.runs.pipeline import ordered_map
-    from bon.io.records import input_lines
 
     if source != "-":
         sum(1 for _ in read_pairs(input_lines(source), fields))  # a bad line costs no model work
@@ -210,14 +230,24 @@ async def evaluate(judge, source: str, fields: PairFields, *, votes: int, seed: 
         for pair in read_pairs(input_lines(source), fields):
             yield pair
 
-    out = open(output, "w", encoding="utf-8") if output else None
+    out = open(output, "w", encoding="utf-8") if output else None  # noqa: ASYNC230 (once, before any judging)
     try:
         async with contextlib.aclosing(ordered_map(pairs(), one, concurrency)) as judged:  # no pair outlives it
             async for pair, pair_votes in judged:
                 score = report.add(pair, pair_votes)
                 if out:
-                    out.write(json.dumps({"id": pair.id, "subset": pair.subset, "score": score,
-                                          "votes": [v.to_json() for v in pair_votes]}, ensure_ascii=False) + "\n")
+                    out.write(
+                        json.dumps(
+                            {
+                                "id": pair.id,
+                                "subset": pair.subset,
+                                "score": score,
+                                "votes": [v.to_json() for v in pair_votes],
+                            },
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
                     out.flush()
     finally:
         if out:
@@ -237,15 +267,24 @@ def render_report(figures: dict[str, Any], judge_model: str, votes: int) -> None
 
     def row(name, stats):
         ci = stats.get("ci95")
-        table.add_row(name, percent(stats["accuracy"]), "–" if not ci else f"{ci[0]:.1%}–{ci[1]:.1%}",
-                      str(stats.get("n", stats.get("pairs"))))
+        table.add_row(
+            name,
+            percent(stats["accuracy"]),
+            "–" if not ci else f"{ci[0]:.1%}–{ci[1]:.1%}",
+            str(stats.get("n", stats.get("pairs"))),
+        )
 
     row("all", {"accuracy": figures["accuracy"], "ci95": figures["ci95"], "n": figures["pairs"]})
     for name, stats in figures["subsets"].items():
         row(f"  {name}", stats)
     console = make_console()
     console.print(table)
-    console.print("accuracy by votes  " + "  ".join(f"{k}: {percent(a)}" for k, a in figures["accuracy_by_votes"].items()))
-    line = (f"invalid votes {percent(figures['invalid_rate'])}  ·  first-position win rate "
-            f"{percent(figures['first_position_win_rate'])}  ·  longer-answer win rate {percent(figures['longer_win_rate'])}")
+    console.print(
+        "accuracy by votes  " + "  ".join(f"{k}: {percent(a)}" for k, a in figures["accuracy_by_votes"].items())
+    )
+    line = (
+        f"invalid votes {percent(figures['invalid_rate'])}  ·  first-position win rate "
+        f"{percent(figures['first_position_win_rate'])}  ·  longer-answer win rate "
+        f"{percent(figures['longer_win_rate'])}"
+    )
     console.print(f"{line}  ·  {figures['judge_samples']} judge samples")

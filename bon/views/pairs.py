@@ -45,7 +45,10 @@ class PairCounts:
 
     def line(self) -> str:
         why = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(self.left_out.items()))
-        made = f"{self.pairs} pair{'' if self.pairs == 1 else 's'} from {self.records} record{'' if self.records == 1 else 's'}"
+        made = (
+            f"{self.pairs} pair{'' if self.pairs == 1 else 's'} from {self.records} "
+            f"record{'' if self.records == 1 else 's'}"
+        )
         return made + (f" (left out: {why})" if why else "")
 
 
@@ -55,8 +58,14 @@ def _match_pairs(record: OutputRecord) -> Iterator[Evidence]:
         if match.b is None:
             continue  # a bye
         decided = match.decided_by
-        yield Evidence(match.winner, match.loser, match.winner_share, VOTE_SHARE, [[match.round, match.position]],
-                       None if decided == "majority" else decided)
+        yield Evidence(
+            match.winner,
+            match.loser,
+            match.winner_share,
+            VOTE_SHARE,
+            [[match.round, match.position]],
+            None if decided == "majority" else decided,
+        )
 
 
 def _strategy_of(record: OutputRecord) -> Strategy:
@@ -85,9 +94,14 @@ def _proposals(record: OutputRecord, mode: str) -> Iterator[Evidence]:
         yield weakest
 
 
-def record_pairs(record: OutputRecord | dict[str, Any], mode: str = "matches", min_margin: float = 0.0,
-                 conversational: bool = False, query_field: str = "query",
-                 counts: PairCounts | None = None) -> list[dict[str, Any]]:
+def record_pairs(
+    record: OutputRecord | dict[str, Any],
+    mode: str = "matches",
+    min_margin: float = 0.0,
+    conversational: bool = False,
+    query_field: str = "query",
+    counts: PairCounts | None = None,
+) -> list[dict[str, Any]]:
     """The preference pairs one output record gives in `mode` (see the module's docstring)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
@@ -114,25 +128,40 @@ def record_pairs(record: OutputRecord | dict[str, Any], mode: str = "matches", m
     return out
 
 
-def _line(record: OutputRecord, pair: Evidence, mode: str, texts: tuple[str, ...], conversational: bool,
-          query_field: str) -> dict[str, Any]:
+def _line(
+    record: OutputRecord, pair: Evidence, mode: str, texts: tuple[str, ...], conversational: bool, query_field: str
+) -> dict[str, Any]:
     messages = record.get("messages")
     if conversational or (isinstance(messages, list) and query_field not in record):
-        prompt: Any = messages if isinstance(messages, list) else [{"role": "user", "content": query_text(record, query_field)}]
+        prompt: Any = (
+            messages if isinstance(messages, list) else [{"role": "user", "content": query_text(record, query_field)}]
+        )
         chosen: Any = [{"role": "assistant", "content": texts[pair.chosen]}]
         rejected: Any = [{"role": "assistant", "content": texts[pair.rejected]}]
     else:
         prompt, chosen, rejected = query_text(record, query_field), texts[pair.chosen], texts[pair.rejected]
     return {
-        "prompt": prompt, "chosen": chosen, "rejected": rejected,
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
         # ids as text: a file mixing integer and string ids would not load as one column
-        "id": str(record.id), "margin": pair.margin, "margin_kind": pair.margin_kind, "mode": mode,
-        "chosen_index": pair.chosen, "rejected_index": pair.rejected, "matches": pair.matches,
+        "id": str(record.id),
+        "margin": pair.margin,
+        "margin_kind": pair.margin_kind,
+        "mode": mode,
+        "chosen_index": pair.chosen,
+        "rejected_index": pair.rejected,
+        "matches": pair.matches,
     }
 
 
-def all_pairs(records: Iterable[OutputRecord | dict[str, Any]], mode: str = "matches", min_margin: float = 0.0,
-              conversational: bool = False, query_field: str = "query",
-              counts: PairCounts | None = None) -> Iterator[dict[str, Any]]:
+def all_pairs(
+    records: Iterable[OutputRecord | dict[str, Any]],
+    mode: str = "matches",
+    min_margin: float = 0.0,
+    conversational: bool = False,
+    query_field: str = "query",
+    counts: PairCounts | None = None,
+) -> Iterator[dict[str, Any]]:
     for record in records:
         yield from record_pairs(record, mode, min_margin, conversational, query_field, counts)

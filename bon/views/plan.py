@@ -56,9 +56,14 @@ class Plan:
         return self.judge_tokens / self.tokens_per_second / 3600
 
     def to_json(self) -> dict[str, Any]:
-        return {"queries": self.queries, "candidates": self.candidates, "matches": self.matches,
-                "judge_samples": {"min": self.min_samples, "usual": self.usual_samples, "max": self.max_samples},
-                "judge_tokens": self.judge_tokens, "hours": self.hours}
+        return {
+            "queries": self.queries,
+            "candidates": self.candidates,
+            "matches": self.matches,
+            "judge_samples": {"min": self.min_samples, "usual": self.usual_samples, "max": self.max_samples},
+            "judge_tokens": self.judge_tokens,
+            "hours": self.hours,
+        }
 
 
 class Planner:
@@ -109,8 +114,13 @@ async def _plan(records: Iterable[Record], n: int, tournament: TournamentConfig)
     return plan
 
 
-def make_plan(records: Iterable[Record], n: int, tournament: TournamentConfig,
-              tokens_per_sample: float | None = None, tokens_per_second: float | None = None) -> Plan:
+def make_plan(
+    records: Iterable[Record],
+    n: int,
+    tournament: TournamentConfig,
+    tokens_per_sample: float | None = None,
+    tokens_per_second: float | None = None,
+) -> Plan:
     """The plan for `records` judged as `tournament` says (`n` for records without candidates)."""
     # "min" is what the tournament's own early-stop setting needs when every vote agrees.
     plan = asyncio.run(_plan(records, n, tournament))

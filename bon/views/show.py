@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from bon.io.output import OutputRecord, RecordedMatch, RecordedVote, TournamentTrace
-from bon.io.output import query_text  # noqa: F401  (views/pairs.py imports it from here)
+from bon.io.output import (
+    OutputRecord,
+    RecordedMatch,
+    RecordedVote,
+    TournamentTrace,
+    query_text,  # noqa: F401  (views/pairs.py imports it from here)
+)
 from bon.io.stats import WHERE_KINDS, Summary, percent, rate, record_flags  # noqa: F401  (WHERE_KINDS: likewise)
 
 
@@ -44,9 +50,14 @@ def render_summary(summary: Summary) -> Table:
     table.add_column(style="bold")
     table.add_column()
     cands = figures["candidates_per_record"]
-    table.add_row("records", f"{figures['records']}" + (f" ({figures['records_with_errors']} with errors)"
-                                                         if figures["records_with_errors"] else ""))
-    table.add_row("candidates per record", "–" if not cands else f"{cands['mean']:g} (min {cands['min']}, max {cands['max']})")
+    table.add_row(
+        "records",
+        f"{figures['records']}"
+        + (f" ({figures['records_with_errors']} with errors)" if figures["records_with_errors"] else ""),
+    )
+    table.add_row(
+        "candidates per record", "–" if not cands else f"{cands['mean']:g} (min {cands['min']}, max {cands['max']})"
+    )
     table.add_row("judge samples", str(figures["judge_samples"]))
     table.add_row("judge tokens", f"{figures['judge_completion_tokens']:,}")
     table.add_row("invalid votes", f"{figures['invalid_votes']} ({percent(figures['invalid_rate'])})")
@@ -55,8 +66,9 @@ def render_summary(summary: Summary) -> Table:
     table.add_row("judged matches", str(figures["judged_matches"]))
     table.add_row("tiebreak rate", percent(figures["tiebreak_rate"]))
     table.add_row("first-position win rate", percent(figures["first_position_win_rate"]) + "  (0.5 = no position bias)")
-    table.add_row("order disagreement",
-                  f"{percent(figures['order_disagreement_rate'])} of matches decided in both orders")
+    table.add_row(
+        "order disagreement", f"{percent(figures['order_disagreement_rate'])} of matches decided in both orders"
+    )
     table.add_row("longer-candidate win rate", percent(figures["longer_win_rate"]) + "  (0.5 = no length bias)")
     winners = "  ".join(f"#{k}: {v}" for k, v in figures["winner_index"].items()) or "–"
     table.add_row("winner index", winners)
@@ -101,8 +113,10 @@ def reasoning_view(text: str, full: bool = False) -> Text:
     view = Text("\n".join(shown) or "(no thinking)", style="dim")
     if hidden:
         words = sum(len(line.split()) for line in hidden)
-        view.append(f"\n… {len(hidden)} more line{'s' if len(hidden) > 1 else ''} of thinking ({words:,} words) …",
-                    style="dim italic")
+        view.append(
+            f"\n… {len(hidden)} more line{'s' if len(hidden) > 1 else ''} of thinking ({words:,} words) …",
+            style="dim italic",
+        )
     if shown_last is not None:
         view.append("\n" + shorten(shown_last, HEAD_WIDTH), style="dim")
     if conclusion is None:
@@ -171,8 +185,13 @@ def render_record(record: OutputRecord | dict[str, Any], full: bool = False, vot
     judge_tokens = record.usage.judge_completion_tokens if record.usage else None
     per_request = bool(judge_tokens) and any(v.completion_tokens is None for _, v in record.votes())
     if per_request:
-        parts.append(Text(f"tokens per vote unknown: the server reported usage per request (n choices together); "
-                          f"{judge_tokens:,} judge completion tokens in all", style="italic"))
+        parts.append(
+            Text(
+                f"tokens per vote unknown: the server reported usage per request (n choices together); "
+                f"{judge_tokens:,} judge completion tokens in all",
+                style="italic",
+            )
+        )
     tree = Tree(Text(bracket_title(record.tournament), style="bold"))
     for r, matches in numbered_rounds(record):
         branch = tree.add(Text(f"round {r}", style="bold"))
@@ -199,7 +218,8 @@ def match_label(match: RecordedMatch, best: int | None) -> Text:
         return Text.assemble(f"#{a} vs #{b}  ", ("same answer: both advance", "cyan"))
     tally = match.tally
     return Text.assemble(
-        f"#{a} vs #{b} → ", (f"#{winner}", "bold green" if winner == best else "bold"),
+        f"#{a} vs #{b} → ",
+        (f"#{winner}", "bold green" if winner == best else "bold"),
         f"  {tally.a}–{tally.b}",
         f" ({tally.invalid} invalid)" if tally.invalid else "",
         f"  {match.decided_by}",
@@ -209,8 +229,10 @@ def match_label(match: RecordedMatch, best: int | None) -> Text:
 def vote_label(number: int, match: RecordedMatch, vote: RecordedVote) -> Text:
     """One line for vote `number` of a match: who was shown first and what it chose."""
     verdict = f"→ #{vote.verdict}" if vote.valid else f"invalid: {vote.reason}"
-    return Text(f"vote {number}: #{vote.first} shown first, #{match.second(vote)} second  {verdict}",
-                style="" if vote.valid else "red")
+    return Text(
+        f"vote {number}: #{vote.first} shown first, #{match.second(vote)} second  {verdict}",
+        style="" if vote.valid else "red",
+    )
 
 
 def make_console(**kwargs) -> Console:

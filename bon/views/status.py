@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
-from bon.runs.checkpoint import MANIFEST_SUFFIX, manifest_path, resume_command
 from bon.config import DEFAULT_LOG_EVERY
+from bon.runs.checkpoint import MANIFEST_SUFFIX, manifest_path, resume_command
 from bon.runs.progress import duration, status_line
 
 
@@ -56,8 +56,10 @@ def job_state(manifest: dict[str, Any]) -> tuple[str, str]:
         return "interrupted", f"process {pid} on {host} is gone: killed, or the machine went down"
     age, every = _age(manifest.get("updated")), float(manifest.get("update_every") or DEFAULT_LOG_EVERY)
     if age is not None and age > 3 * every + 60:
-        return "interrupted", (f"no progress update for {duration(age)} (one is written every {duration(every)}); "
-                               f"the process on {host} cannot be checked from here")
+        return "interrupted", (
+            f"no progress update for {duration(age)} (one is written every {duration(every)}); "
+            f"the process on {host} cannot be checked from here"
+        )
     return "running", ""
 
 
@@ -80,24 +82,39 @@ def report(output: Path) -> dict[str, Any]:
     except FileNotFoundError:
         from bon.errors import UsageError
 
-        raise UsageError(f"no manifest for {output} ({path.name}): was it written by bon run/sample/select -o?") from None
+        raise UsageError(
+            f"no manifest for {output} ({path.name}): was it written by bon run/sample/select -o?"
+        ) from None
     except (OSError, ValueError) as exc:
         from bon.errors import UsageError
 
         raise UsageError(f"cannot read {path}: {exc}") from None
     state, why = job_state(manifest)
     return {
-        "output": str(output), "state": state, "why": why or None, "host": manifest.get("host"),
-        "pid": manifest.get("pid"), "slurm_job": manifest.get("slurm_job"), "shard": manifest.get("shard"),
-        "started": manifest.get("started"), "updated": manifest.get("updated"), "ended": manifest.get("ended"),
-        "records_in_output": output_lines(output), "progress": manifest.get("progress"),
+        "output": str(output),
+        "state": state,
+        "why": why or None,
+        "host": manifest.get("host"),
+        "pid": manifest.get("pid"),
+        "slurm_job": manifest.get("slurm_job"),
+        "shard": manifest.get("shard"),
+        "started": manifest.get("started"),
+        "updated": manifest.get("updated"),
+        "ended": manifest.get("ended"),
+        "records_in_output": output_lines(output),
+        "progress": manifest.get("progress"),
         "resume_command": None if state in ("running", "complete") else resume_command(manifest),
     }
 
 
 def status(
-    output: Annotated[Path, typer.Argument(help="The -o OUTPUT of a bon run, sample or select (running or stopped).", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON (for dashboards and scripts).")] = False,
+    output: Annotated[
+        Path,
+        typer.Argument(help="The -o OUTPUT of a bon run, sample or select (running or stopped).", show_default=False),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the status as JSON (for dashboards and scripts).")
+    ] = False,
 ) -> None:
     """A job's progress, ETA and state, from its manifest; how to resume a stopped one.
 
@@ -109,16 +126,19 @@ def status(
         info = report(output)
     except UsageError as exc:
         typer.echo(f"bon: error: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     output = Path(info["output"])
     if as_json:
         typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
     where = f"pid {info['pid']} on {info['host']}" + (f", Slurm job {info['slurm_job']}" if info["slurm_job"] else "")
     age = _age(info["updated"])
-    lines = [f"{output}: {info['state']}" + (f" ({info['why']})" if info["why"] else ""),
-             f"{where}; started {info['started']}" + (f", ended {info['ended']}" if info["ended"] else "")
-             + (f", updated {duration(age)} ago" if age is not None else "")]
+    lines = [
+        f"{output}: {info['state']}" + (f" ({info['why']})" if info["why"] else ""),
+        f"{where}; started {info['started']}"
+        + (f", ended {info['ended']}" if info["ended"] else "")
+        + (f", updated {duration(age)} ago" if age is not None else ""),
+    ]
     if info["shard"]:
         lines.append(f"shard {info['shard']}")
     if info["progress"]:
