@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 
@@ -81,10 +81,15 @@ def required(name: str, help: str, panel: str) -> Flag:
 _choices: dict[tuple[str, ...], type[Enum]] = {}
 
 
+def choice_value(value: Any) -> Any:
+    """A choice option's value as the library takes it (the Enum member's text)."""
+    return getattr(value, "value", value)
+
+
 def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
     """A str Enum Typer shows as a choice (one class per set of values, so equal choices compare equal)."""
     if values not in _choices:
-        _choices[values] = Enum(name, {v: v for v in values}, type=str)  # type: ignore[misc]
+        _choices[values] = Enum(name, {v: v for v in values}, type=str)  # type: ignore[assignment]
     return _choices[values]
 
 
@@ -136,8 +141,12 @@ SERVER_OPTIONS, VLLM_OPTIONS = options(ServerOptions), options(VLLMOptions)
 
 # Options the commands that read outputs (bon/cli/outputs.py) take too.
 QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE = RUN["query_field"], RUN["candidates_field"], RUN["overwrite"]
-AnswerCheck = choice_enum("GroupByAnswer", defaults.ANSWER_CHECKS)
-OnBadLine = choice_enum("OnBadLine", ("fail", "skip"))
+if TYPE_CHECKING:  # Typer reads the generated choices; the type checker sees their values' type
+    AnswerCheck: TypeAlias = str
+    OnBadLine: TypeAlias = str
+else:
+    AnswerCheck = choice_enum("GroupByAnswer", defaults.ANSWER_CHECKS)
+    OnBadLine = choice_enum("OnBadLine", ("fail", "skip"))
 
 INPUT = [
     argument("input", "JSONL file (- for stdin), Parquet file, saved Hugging Face dataset folder, or hf:ORG/NAME.")
@@ -218,8 +227,33 @@ ROLE_SERVERS = [
         show="--base-url",
         metavar="URL",
     ),
+    flag(
+        "policy_api_key_env",
+        str | None,
+        None,
+        "Variable holding the policy server's API key (overrides --api-key-env).",
+        SERVERS,
+        show="--api-key-env",
+        metavar="NAME",
+    ),
+    flag(
+        "judge_api_key_env",
+        str | None,
+        None,
+        "Variable holding the judge server's API key (overrides --api-key-env).",
+        SERVERS,
+        show="--api-key-env",
+        metavar="NAME",
+    ),
 ]
-SERVER_FLAGS = list(SERVER_OPTIONS.values())
+# Options bon no longer has, still parsed so that an old script gets one line saying what
+# replaced them (exit 2) rather than a usage box, or a silent change of behaviour.
+REMOVED = {
+    "max_retries": "--max-retries was removed: bon retries for as long as an outage lasts, up to "
+    "--give-up-after SECONDS (600 by default); drop the flag",
+}
+REMOVED_FLAGS = [flag(name, str | None, None, "Removed.", SERVERS, hidden=True) for name in REMOVED]
+SERVER_FLAGS = list(SERVER_OPTIONS.values()) + REMOVED_FLAGS
 VLLM_FLAGS = list(VLLM_OPTIONS.values())
 
 
@@ -383,6 +417,8 @@ def _backend_option_names() -> tuple[list[str], set[str]]:
 def role_options(params: dict, given: set[str], role: str) -> tuple[str | None, dict[str, Any]]:
     """A role's backend (None: the library's default) and the backend options given for it:
     a role's own flag (--judge-base-url) wins over the shared one (--base-url)."""
+    for name in REMOVED.keys() & given:
+        raise UsageError(REMOVED[name])
     chosen: dict[str, Any] = {}
     shared_options, negative_flags = _backend_option_names()
     for name in shared_options:
@@ -416,6 +452,7 @@ def applicable(backend: str | None, options: dict[str, Any]) -> dict[str, Any]:
 def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine: dict):
     """The Policy and Judge the flags describe. A shared flag goes to each role whose backend
     takes it; one that no role's backend takes is a usage error (not silently ignored)."""
+    from bon.plugins import option_flag
     from bon.runs.roles import Policy as PolicyRole
 
     wanted = [role for role, on in (("policy", sample), ("judge", select)) if on]
@@ -432,7 +469,7 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
             if not any(name in options for _, options in resolved.values()):
                 backends = sorted({b or "default" for b, _ in resolved.values()})
                 raise UsageError(
-                    f"--{name.replace('_', '-')} does not apply to the {' and '.join(backends)} "
+                    f"{option_flag(name)} does not apply to the {' and '.join(backends)} "
                     f"backend{'s' if len(backends) > 1 else ''}"
                 )
     roles = {}

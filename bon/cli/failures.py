@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from bon.errors import UsageError
+from bon.errors import UsageError, redact
 
 
 def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
@@ -20,11 +20,12 @@ def fail(exc: Exception, debug: bool, source: str | None = None) -> None:
         raise exc
     if isinstance(exc, (UsageError, InputError, TemplateError, BackendUnavailable, CheckpointError)):
         where = f"{source}: " if source and isinstance(exc, InputError) else ""
-        typer.echo(f"bon: error: {where}{exc}", err=True)
+        typer.echo(f"bon: error: {where}{redact(str(exc))}", err=True)
         raise typer.Exit(2)
     if isinstance(exc, EngineError):
-        typer.echo(f"bon: error: {exc}", err=True)
-        if getattr(exc, "resume_command", None):
+        # Redacted here too: a plug-in backend's message may carry a server URL as given.
+        typer.echo(f"bon: error: {redact(str(exc))}", err=True)
+        if exc.resume_command:
             typer.echo(f"bon: continue with: {exc.resume_command}", err=True)
         raise typer.Exit(1)
     raise exc

@@ -12,7 +12,7 @@ import sys
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import typer
 
@@ -26,6 +26,7 @@ from bon.cli.args import (
     TOURNAMENT_FLAGS,
     AnswerCheck,
     argument,
+    choice_value,
     flag,
     handler,
     tournament_settings,
@@ -36,9 +37,16 @@ from bon.io.sources import input_rows
 from bon.io.stats import WHERE_KINDS
 from bon.views.pairs import MODES as PAIR_MODES
 
-QueryField, CandidatesField, Overwrite = (f.annotation for f in (QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE))
-
-WhereKind = Enum("WhereKind", {kind: kind for kind in WHERE_KINDS}, type=str)
+if TYPE_CHECKING:  # Typer reads the generated annotations; the type checker sees their values' types
+    QueryField: TypeAlias = str
+    CandidatesField: TypeAlias = str
+    Overwrite: TypeAlias = bool
+    WhereKind: TypeAlias = str
+    PairMode: TypeAlias = str
+else:
+    QueryField, CandidatesField, Overwrite = (f.annotation for f in (QUERY_FIELD, CANDIDATES_FIELD, OVERWRITE))
+    WhereKind = Enum("WhereKind", {kind: kind for kind in WHERE_KINDS}, type=str)
+    PairMode = Enum("PairMode", {mode: mode for mode in PAIR_MODES}, type=str)
 
 
 def open_run(file: str):
@@ -103,7 +111,7 @@ def show(
     with handle:
         records = run_records(handle, file)
         if where and id is None and index is None:
-            kinds = [kind.value for kind in where]
+            kinds = [choice_value(kind) for kind in where]
             for record in records:
                 row = where_row(record, kinds)
                 if row is not None:
@@ -143,7 +151,7 @@ def score(
         typer.Option(
             help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify."
         ),
-    ] = AnswerCheck.exact,
+    ] = "exact",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Best-of-N accuracy against references, beside the oracle, first pick and majority vote.
@@ -154,7 +162,7 @@ def score(
     from bon.views.show import make_console
 
     try:
-        checker = Checker(check.value)
+        checker = Checker(choice_value(check))
     except ImportError as exc:
         typer.echo(f"bon: error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -179,7 +187,7 @@ def score(
     ):
         console.print(f"{label:<30} {figures[key]:.1%}")
     console.print(
-        f"{figures['records']} records scored ({check.value})"
+        f"{figures['records']} records scored ({choice_value(check)})"
         + (f", {figures['skipped']} skipped (no reference or candidates)" if figures["skipped"] else "")
     )
 
@@ -263,8 +271,6 @@ def merge(
 
 from bon.views.status import status  # noqa: E402  (its own module: it reads manifests, not records)
 
-PairMode = Enum("PairMode", {mode: mode for mode in PAIR_MODES}, type=str)
-
 
 def pairs(
     file: Annotated[str, typer.Argument(help="A bon output file, or - for stdin.", show_default=False)],
@@ -278,7 +284,7 @@ def pairs(
             help="matches: one pair per judged match; best-vs-rest: the winner against every other candidate; "
             "best-vs-worst: against the first eliminated (knockout) or the lowest rated (elo)."
         ),
-    ] = PairMode.matches,
+    ] = "matches",
     min_margin: Annotated[
         float,
         typer.Option(
@@ -307,7 +313,9 @@ def pairs(
     counts = PairCounts()
     with handle, open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout) as out:
         writer = RecordWriter(out)
-        for pair in all_pairs(run_records(handle, file), mode.value, min_margin, conversational, query_field, counts):
+        for pair in all_pairs(
+            run_records(handle, file), choice_value(mode), min_margin, conversational, query_field, counts
+        ):
             writer.write(pair)
     typer.echo(f"bon: {counts.line()}" + (f" -> {output}" if output else ""), err=True)
 

@@ -14,7 +14,7 @@ base of engines that stand in front of another and forward all of them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +23,8 @@ from bon.errors import BonError
 
 class EngineError(BonError, RuntimeError):
     """A backend failure that ends the run (one line for the user, exit 1)."""
+
+    resume_command: str | None = None  # set by the command line: how to continue the run
 
 
 class RecordError(EngineError):
@@ -116,7 +118,7 @@ class Engine(ABC):
         record is written with the backend's reason as its `error` (the run goes on)."""
         return None
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | Completion, None]:
         """One sample: text pieces, then the whole Completion. By default one generation,
         yielded as a single piece when it is done (`can_stream` is False)."""
         (completion,) = (await self.generate(replace(request, n=1))).completions
@@ -126,6 +128,10 @@ class Engine(ABC):
     def health(self) -> tuple[int, int] | None:
         """(endpoints taking requests, endpoints) for the progress line; None: no endpoints (a local engine)."""
         return None
+
+    def outages(self) -> tuple[int, int]:
+        """(times an endpoint went down, times one came back) so far, for the run's summary."""
+        return 0, 0
 
 
 class EngineWrapper(Engine):
@@ -146,9 +152,12 @@ class EngineWrapper(Engine):
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int | None:
         return self.inner.count_prompt_tokens(messages)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | Completion, None]:
         async for piece in self.inner.stream(request):
             yield piece
 
     def health(self) -> tuple[int, int] | None:
         return self.inner.health()
+
+    def outages(self) -> tuple[int, int]:
+        return self.inner.outages()

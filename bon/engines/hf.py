@@ -92,10 +92,12 @@ class HFEngine(Engine):
         self._pending.append(_Pending(request, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._serve())
+        assert self._wakeup is not None  # made with the loop above
         self._wakeup.set()
         return await future
 
     async def _serve(self) -> None:
+        assert self._wakeup is not None  # _serve starts only after generate() made it
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -118,7 +120,8 @@ class HFEngine(Engine):
         """Oldest request first, then others with the same decoding settings, up to the row cap."""
         head = self._pending[0].request
         key = (head.temperature, head.top_p, head.max_tokens)
-        batch, rows = [], 0
+        batch: list[_Pending] = []
+        rows = 0
         for p in list(self._pending):
             r = p.request
             if (r.temperature, r.top_p, r.max_tokens) != key:
@@ -167,7 +170,7 @@ class HFEngine(Engine):
         for r, prompt_tokens in zip(requests, map(len, prompts)):
             mine = completions[start : start + r.n]
             start += r.n
-            results.append(Generation(mine, prompt_tokens, sum(c.completion_tokens for c in mine)))
+            results.append(Generation(mine, prompt_tokens, sum(c.completion_tokens or 0 for c in mine)))
         return results
 
     async def close(self) -> None:

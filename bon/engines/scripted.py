@@ -62,7 +62,7 @@ class ScriptedEngine(Engine):
         else:
             texts = [f"answer {i} to: {user}" + "!" * i for i in range(request.n)]
         completions = [Completion(t, "stop", len(t.split())) for t in texts]
-        return Generation(completions, len(user.split()), sum(c.completion_tokens for c in completions))
+        return Generation(completions, len(user.split()), sum(c.completion_tokens or 0 for c in completions))
 
     async def close(self) -> None:
         pass

@@ -151,7 +151,7 @@ class VLLMEngine(Engine):
             Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids))
             for o in final.outputs
         ]
-        return Generation(completions, len(prompt_ids), sum(c.completion_tokens for c in completions))
+        return Generation(completions, len(prompt_ids), sum(c.completion_tokens or 0 for c in completions))
 
     async def close(self) -> None:
         if self.llm is not None:

@@ -69,7 +69,7 @@ class RunSignals:
         if self._interruptible:
             raise Interrupted(signum)  # the caller says what happened
         print(f"bon: {signal.Signals(signum).name}: finishing what is written, stopping", file=sys.stderr, flush=True)
-        if self._loop is not None and not self._loop.is_closed():
+        if self._loop is not None and not self._loop.is_closed() and self._request_stop is not None:
             # The handler runs between two bytecodes of the loop's own thread: hand the stop
             # to the loop rather than touching its state from here.
             self._loop.call_soon_threadsafe(self._request_stop)

@@ -312,6 +312,8 @@ async def compare(judge: Referee, question: str, answers: list[str], on_vote=Non
                         completion = piece
                     else:
                         on_text(piece)
+                if completion is None:
+                    raise RecordError("the judge's stream ended without its completion")
                 usage.judge_requests += 1
                 usage.judge_samples += 1
                 usage.judge_completion_tokens += completion.completion_tokens or 0

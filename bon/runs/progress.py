@@ -195,8 +195,8 @@ class RunProgress:
     def _refresh(self) -> None:
         if self._progress:
             invalid = f" ({self.invalid / self.judge_samples:.0%} invalid)" if self.judge_samples else ""
-            health = self.endpoints() if self.endpoints else None
-            health = f" · endpoints {health[0]}/{health[1]}" if health else ""
+            endpoints = self.endpoints() if self.endpoints else None
+            health = f" · endpoints {endpoints[0]}/{endpoints[1]}" if endpoints else ""
             rate = self.tokens / max(time.monotonic() - self.started, 1e-9)
             self._progress.update(
                 self._task, counters=f"judge samples {self.judge_samples:,}{invalid} · {rate:,.0f} tok/s{health}"

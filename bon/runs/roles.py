@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,7 +87,7 @@ class _OnLoop(EngineWrapper):
     async def generate(self, request: GenerationRequest) -> Generation:
         return await self._at_home(self.inner.generate(request))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | Completion, None]:
         pieces = self.inner.stream(request)  # stepped on its engine's loop, one piece at a time
 
         async def next_piece() -> str | Completion | None:
@@ -135,6 +135,7 @@ class Role:
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loading: asyncio.Future | None = None
+        self._closed_outages = (0, 0)  # the outages of engines this role loaded and closed before
 
     @property
     def backend(self) -> str:
@@ -165,12 +166,20 @@ class Role:
             if self._loading is not None and self._loading.done():
                 self._loading = None
             raise
+        assert self._engine is not None
         return self._engine
 
     def health(self) -> tuple[int, int] | None:
         """(healthy, total) server endpoints, for progress lines; None before the engine loads
         and for engines without any."""
         return self._engine.health() if self._engine is not None else None
+
+    def outages(self) -> tuple[int, int]:
+        """(times a server endpoint went down, times one came back) over this role's engines,
+        closed ones too: the summary is written after the engines are shut down."""
+        down, back = self._closed_outages
+        now = self._engine.outages() if self._engine is not None else (0, 0)
+        return down + now[0], back + now[1]
 
     async def aclose(self) -> None:
         """Shut the engine down (freeing its GPU memory); the next call loads it again."""
@@ -185,6 +194,8 @@ class Role:
                 return  # it failed to load: nothing to shut down (its caller reports why)
         if engine is None:
             return
+        down, back = engine.outages()
+        self._closed_outages = (self._closed_outages[0] + down, self._closed_outages[1] + back)
         if loop is not None and loop is not asyncio.get_running_loop() and loop.is_running():
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(engine.close(), loop))
         else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from bon.errors import UsageError
 
@@ -67,10 +68,10 @@ def auto_shard(environ: Mapping[str, str] = os.environ, shards: int | None = Non
             )
         index, count, source = k8s, shards, "JOB_COMPLETION_INDEX"
     elif (rank := _int(environ, "RANK")) is not None:
-        count = _int(environ, "WORLD_SIZE")
-        if count is None:
+        world = _int(environ, "WORLD_SIZE")
+        if world is None:
             raise UsageError("--shard auto: RANK is set but WORLD_SIZE is not")
-        index, source = rank, "RANK/WORLD_SIZE"
+        index, count, source = rank, world, "RANK/WORLD_SIZE"
     else:
         raise UsageError(
             "--shard auto found no scheduler: none of SLURM_ARRAY_TASK_ID (Slurm array), "
@@ -139,7 +140,7 @@ def rerun_commands(missing_ids, manifests: list[dict]) -> list[str]:
     """
     from bon.runs.checkpoint import resume_command
 
-    by_shard = {}
+    by_shard: dict[int, dict[int, dict[str, Any]]] = {}
     for manifest in manifests:
         shard = read_shard_text(manifest.get("shard"))
         if shard:
@@ -174,6 +175,7 @@ def _sibling_for(index: int, count: int, sibling: dict) -> dict:
     from bon.runs.checkpoint import rewrite_option
 
     own = read_shard_text(sibling.get("shard"))
+    assert own is not None, "a sibling is chosen by its shard"
     args = rewrite_option(
         sibling.get("command") or [], ("-o", "--output"), lambda output: _shift_number(output, index - own[0])
     )

@@ -77,12 +77,12 @@ class Checker:
         # set; elsewhere (bon's sync API runs on a background thread) it must go unbounded.
         return 5 if threading.current_thread() is threading.main_thread() else None
 
-    def _parsed(self, text: str, gold: bool = False):
+    def _parsed(self, text: str, gold: bool = False) -> Any:
         if gold and "$" not in text and BOXED not in text:
             text = f"${text}$"
         return self._parse(text, parsing_timeout=self._timeout())
 
-    def _equal(self, gold, target) -> bool:
+    def _equal(self, gold: Any, target: Any) -> bool:
         return bool(gold) and bool(target) and bool(self._verify(gold, target, timeout_seconds=self._timeout()))
 
     def key(self, text: str) -> Any:

@@ -189,7 +189,15 @@ class RoundRobin(Strategy):
     name = "elo"
     summary = "every pair (round-robin), Bradley-Terry ratings"
 
-    async def play(self, candidates, ask, config, record_id, on_match=None, teams=None) -> Tournament:
+    async def play(
+        self,
+        candidates: list[str],
+        ask: Ask,
+        config: TournamentConfig,
+        record_id: str | int,
+        on_match: Callable[[Match], None] | None = None,
+        teams: list[int] | None = None,
+    ) -> Tournament:
         return await round_robin(candidates, ask, config, record_id, config.max_pairs, on_match, teams)
 
     def record_fields(self, result: Tournament) -> dict[str, Any]:

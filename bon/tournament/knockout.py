@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bon.config import TournamentConfig
 from bon.tasks import settle
@@ -132,7 +133,7 @@ async def knockout(
             record(round_no, slot, 0, Match(squad[0], None, squad[0], BYE))
         return squad
 
-    def start(coroutine) -> asyncio.Future:
+    def start(coroutine: Coroutine[Any, Any, list[int]]) -> asyncio.Future:
         started.append(asyncio.ensure_future(coroutine))
         return started[-1]
 
@@ -164,5 +165,13 @@ class Knockout(Strategy):
     name = "knockout"
     summary = "n-1 matches"
 
-    async def play(self, candidates, ask, config, record_id, on_match=None, teams=None) -> Tournament:
+    async def play(
+        self,
+        candidates: list[str],
+        ask: Ask,
+        config: TournamentConfig,
+        record_id: str | int,
+        on_match: Callable[[Match], None] | None = None,
+        teams: list[int] | None = None,
+    ) -> Tournament:
         return await knockout(candidates, ask, config, record_id, on_match, teams)

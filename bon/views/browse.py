@@ -239,7 +239,7 @@ class BrowseApp(App):
             f"{self.path}: {shown:,} of {len(self.entries):,} records{reading}{search}   {filters}"
         )
 
-    def action_toggle(self, kind: str) -> None:
+    async def action_toggle(self, kind: str) -> None:  # async: Textual's own action_toggle is
         self.kinds ^= {kind}
         self.refilter()
 
@@ -265,5 +265,5 @@ class BrowseApp(App):
             self.exit()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        entry = self.entries[int(event.row_key.value)]
+        entry = self.entries[int(str(event.row_key.value))]
         self.push_screen(RecordScreen(read_record(self.path, entry.offset)))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bon.errors import UsageError
-from bon.io.output import OutputRecord, query_text
+from bon.io.output import OutputRecord
 from bon.plugins import get_strategy
 from bon.tournament.strategy import VOTE_SHARE, Evidence, Strategy
 
@@ -55,12 +55,13 @@ class PairCounts:
 def _match_pairs(record: OutputRecord) -> Iterator[Evidence]:
     """Each judged match as (its winner, its loser), in bracket order."""
     for match in record.matches():
-        if match.b is None:
+        loser = match.loser
+        if loser is None:
             continue  # a bye
         decided = match.decided_by
         yield Evidence(
             match.winner,
-            match.loser,
+            loser,
             match.winner_share,
             VOTE_SHARE,
             [[match.round, match.position]],
@@ -134,12 +135,12 @@ def _line(
     messages = record.get("messages")
     if conversational or (isinstance(messages, list) and query_field not in record):
         prompt: Any = (
-            messages if isinstance(messages, list) else [{"role": "user", "content": query_text(record, query_field)}]
+            messages if isinstance(messages, list) else [{"role": "user", "content": record.query(query_field)}]
         )
         chosen: Any = [{"role": "assistant", "content": texts[pair.chosen]}]
         rejected: Any = [{"role": "assistant", "content": texts[pair.rejected]}]
     else:
-        prompt, chosen, rejected = query_text(record, query_field), texts[pair.chosen], texts[pair.rejected]
+        prompt, chosen, rejected = record.query(query_field), texts[pair.chosen], texts[pair.rejected]
     return {
         "prompt": prompt,
         "chosen": chosen,
