@@ -24,6 +24,7 @@ knockout's samples, with accuracy at least as high as both others.
 
     python benchmarks/answer_aware.py                # 10,000 queries per workload
     python benchmarks/answer_aware.py --queries 500 --votes 1
+    python benchmarks/answer_aware.py --smoke        # 200 queries per workload: a second
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ from bon.tournament.answers import Checker, group_answers, majority_answer, team
 N = 8
 WRONG_ANSWERS = (("13", 0.6), ("11", 0.25), ("7", 0.15))
 CORRECT = "12"
+# What --smoke needs beyond bon (tests/test_benchmarks.py marks its test with it), and the
+# lines it must print.
+SMOKE_NEEDS = ()
+FIGURES = (
+    r"^  plain knockout +21\.00 +100% +\d\.\d{3} ±\d\.\d{3}$",
+    r"^  answer-aware knockout +\d+\.\d\d +\d+% +\d\.\d{3} ±",
+    r"^  answer majority +0\.00 +0% +\d\.\d{3} ±",
+    r"^  answer-aware minus, same queries: plain [+-]\d\.\d{3} ±\d\.\d{3}, majority [+-]\d\.\d{3}",
+)
 
 
 @dataclass
@@ -134,7 +144,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--votes", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="200 queries per workload")
     args = parser.parse_args()
+    if args.smoke:
+        args.queries = 200
     for name, spread in WORKLOADS.items():
         queries = workload(args.queries, spread)
         run_workload(name, queries, args.votes)

