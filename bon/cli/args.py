@@ -109,6 +109,14 @@ def _help_of(spec: Setting) -> str:
     return spec.help.format(strategies="; ".join(f"{s.name}: {s.summary}" for s in strategies()))
 
 
+def _backend_names() -> str:
+    """The registered backends as help lists them: "vllm, openai or hf" (plug-ins' too)."""
+    from bon.plugins import backends
+
+    names = [b.name for b in backends()]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def options(cls: type, prefix: str = "") -> dict[str, Flag]:
     """The options a settings dataclass declares, by field name (`prefix` names a role's: policy_)."""
     hints = typing.get_type_hints(cls)
@@ -166,7 +174,7 @@ BACKEND = [
         "backend",
         str | None,
         None,
-        "vllm, openai or hf, for both roles. Default: openai with a base URL; "
+        f"{_backend_names()}, for both roles. Default: openai with a base URL; "
         "else vllm if installed with a GPU; else hf.",
         MODELS,
         show="auto",
