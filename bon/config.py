@@ -48,6 +48,7 @@ MODELS, TOURNAMENT, DECODING, SERVERS, VLLM, JOB, IO = (
     "Batch job",
     "Input and output",
 )
+SERVER = "Server"  # bon serve's own settings (the upstream model servers' are SERVERS)
 
 # Value sets a setting's choices may name instead of listing them (the CLI fills them in).
 STRATEGIES = "strategies"  # the registered strategies (bon/plugins.py): --strategy
@@ -86,6 +87,16 @@ def setting(default: Any, help: str, panel: str, *decls: str, factory: Any = Non
 def declared(cls: type) -> dict[str, tuple[Field, Setting]]:
     """The fields of a settings dataclass that the command line offers, in declaration order."""
     return {f.name: (f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata}
+
+
+def flag_spelling(cls: type, name: str) -> str:
+    """How the command line spells the option for setting `name` of `cls` (--no-NAME for
+    one that is on unless turned off), so a message names a flag that exists."""
+    spec = declared(cls)[name][1] if name in declared(cls) else None
+    if spec is not None and spec.decls:
+        return spec.decls[0]
+    dashed = name.replace("_", "-")
+    return f"--no-{dashed}" if spec is not None and spec.negated else f"--{dashed}"
 
 
 def default_of(f: Field) -> Any:
@@ -254,6 +265,47 @@ class RunConfig:
     )
 
 
+@dataclass(frozen=True)
+class ServeConfig:
+    """How `bon serve` listens, admits and answers requests (the models' settings are the roles';
+    the default tournament is TournamentConfig's, which a request may override within the limits here)."""
+
+    host: str = setting(
+        "127.0.0.1", "Address to listen on; anything but loopback wants --server-key-env.", SERVER, show="127.0.0.1"
+    )
+    port: int = setting(8000, "Port to listen on.", SERVER, min=0, max=65535)
+    served_model_name: str = setting("bon", "The model name clients send and /v1/models lists.", SERVER)
+    max_concurrency: int = setting(64, "Requests in selection at once; the engines batch their work.", SERVER, min=1)
+    max_queue: int = setting(
+        256, "Requests waiting for a slot; beyond that the answer is 429 with Retry-After.", SERVER, min=0
+    )
+    server_key_env: str | None = setting(
+        None,
+        "Environment variable holding the key clients must send (Authorization: Bearer KEY); "
+        "--api-key-env stays the upstream servers' key.",
+        SERVER,
+        show="none: no key",
+        metavar="NAME",
+    )
+    traces: Path | None = setting(
+        None,
+        "Append every answered request here as one bon output record (bon show reads it while serving).",
+        SERVER,
+        show="none",
+        metavar="FILE",
+    )
+    drain_timeout: float = setting(
+        30.0, "On SIGTERM/SIGINT: seconds requests in flight may take to finish before they are cancelled.", SERVER
+    )
+    # Per-request limits on what a request's `bon` object (and max_tokens) may ask for.
+    limit_n: int = setting(32, "Most candidates a request may ask for (bon.n).", SERVER, min=1)
+    limit_votes: int = setting(15, "Most votes per match a request may ask for (bon.votes).", SERVER, min=1)
+    limit_max_tokens: int | None = setting(
+        None, "Most policy tokens per candidate a request may ask for (max_tokens).", SERVER, min=1, show="none"
+    )
+    keep_alive: float = 10.0  # seconds between SSE comment lines while a streamed answer is selected
+
+
 # ---- where a role's model runs: one typed options class per backend ----
 
 
@@ -331,9 +383,15 @@ class ServerOptions:
         metavar="URL",
         cli_type=list[str],
     )
-    # the variable's name; bon never holds the key elsewhere
-    api_key_env: str = setting(
-        "OPENAI_API_KEY", "Environment variable holding the API key (a local server needs none).", SERVERS
+    # the variable's name; bon never holds the key elsewhere. Unset, no server but
+    # api.openai.com gets a key: a user's OpenAI key must not reach any host a URL names.
+    api_key_env: str | None = setting(
+        None,
+        "Environment variable holding the API key for these servers. Unset: $OPENAI_API_KEY, "
+        "sent to api.openai.com only (a local server needs none).",
+        SERVERS,
+        show="none",
+        metavar="NAME",
     )
     request_timeout: float = setting(600.0, "Seconds one server request may take in all.", SERVERS)
     stall_timeout: float = setting(
@@ -347,10 +405,6 @@ class ServerOptions:
         "Seconds the servers may fail (429, 5xx, refused, stalled) since their "
         "last answer before the run stops; retries back off meanwhile.",
         SERVERS,
-    )
-    # unused: retries now last as long as an outage, up to give_up_after
-    max_retries: int = setting(
-        5, "Kept for old scripts: retries now last as long as an outage, up to --give-up-after.", SERVERS, min=0
     )
     request_seed: bool = setting(
         True,

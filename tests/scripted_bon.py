@@ -89,6 +89,6 @@ if __name__ == "__main__":
     from bon.cli.main import app
 
     sys.argv[0] = "bon"
-    if sys.argv[1:2] and sys.argv[1] in ("run", "sample", "select", "compare", "eval") and "--backend" not in sys.argv:
+    if sys.argv[1:2] and sys.argv[1] in ("run", "sample", "select", "compare", "eval", "serve") and "--backend" not in sys.argv:
         sys.argv += ["--backend", "scripted"]
     app()

@@ -1,7 +1,7 @@
 """The architecture as a test: every import in bon/ points down its layers, so there is no
 import circle and a newcomer can trust the package names (bon/*/__init__.py say the rules).
 
-Layers, top first: cli → views → runs → plugins → engines → tournament → io → config, errors, tasks.
+Layers, top first: cli → serve → views → runs → plugins → engines → tournament → io → config, errors, tasks.
 Imports inside functions count too: a deferred import is still a dependency.
 """
 
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 BON = Path(__file__).resolve().parent.parent / "bon"
-LAYERS = ["cli", "views", "runs", "plugins", "engines", "tournament", "io", "config", "errors", "tasks"]
+LAYERS = ["cli", "serve", "views", "runs", "plugins", "engines", "tournament", "io", "config", "errors", "tasks"]
 # The bottom three know nothing of each other but errors (config raises UsageError).
 RANK = {name: LAYERS.index(name) for name in LAYERS} | {"errors": len(LAYERS), "tasks": len(LAYERS)}
 

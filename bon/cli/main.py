@@ -57,7 +57,9 @@ from bon.cli.args import (
 )
 from bon.cli.failures import fail
 from bon.cli.outputs import COMMANDS
-from bon.errors import UsageError
+from bon.cli.serve import GROUPS as SERVE_GROUPS
+from bon.cli.serve import serve as serve_command
+from bon.errors import UsageError, redact
 
 app = typer.Typer(
     help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
@@ -257,6 +259,8 @@ def eval_(ctx: typer.Context, params: dict) -> None:
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 
+command(app, "serve", *SERVE_GROUPS)(serve_command)
+
 
 def _show_bon_log(quiet: bool) -> None:
     """bon's own INFO lines (which model loaded where, in how long) on stderr, unless --quiet."""
@@ -326,14 +330,15 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
     from bon.runs.progress import RunProgress
 
     quiet = params["quiet"]
-    if params["rejects"] and params["on_bad_line"] != OnBadLine.skip:
+    skip_bad_lines = params["on_bad_line"] == OnBadLine("skip")
+    if params["rejects"] and not skip_bad_lines:
         raise UsageError("--rejects goes with --on-bad-line skip")
     _show_bon_log(quiet)
     log_file = engine_log_path(params["output"]) if params["output"] else None
     policy, judge = make_roles(params, given(ctx), sample, select, {"verbose": params["verbose"], "log_file": log_file})
     config = run_settings(params)
     tournament = tournament_settings(params) if select else None
-    bad_lines = BadLines(params["rejects"]) if params["on_bad_line"] == OnBadLine.skip else None
+    bad_lines = BadLines(params["rejects"]) if skip_bad_lines else None
     run = Run(
         params["input"],
         policy=policy,
@@ -428,10 +433,9 @@ def _text_or_file(value: str) -> str:
 
 
 def _safe(words: list[str]) -> list[str]:
-    """A command line for the manifest: URLs without credentials (keys never reach it at all)."""
-    from bon.runs.checkpoint import safe_url
-
-    return [safe_url(w) if w.startswith(("http://", "https://")) else w for w in words]
+    """A command line for the manifest: URLs without credentials, in any word (`--base-url=URL`
+    too); keys never reach it at all (bon only knows the variable's name)."""
+    return [redact(w) for w in words]
 
 
 def main() -> None:
