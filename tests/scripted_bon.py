@@ -12,6 +12,9 @@ engine does (EngineError).
 
 Like a real engine, a closed one refuses requests; that, and a model loaded again after its
 engine was closed, also print a "scripted:" line on stderr (a run that stops cleanly does neither).
+BON_TEST_JUDGE=coin: the judge flips a coin seeded by each request's seed (else it prefers
+the longer answer); BON_TEST_SLOW_ON: a text whose requests take BON_TEST_SLOW_LATENCY
+seconds, each logged as one line in BON_TEST_SLOW_LOG when it is sent (bon serve's tests).
 """
 
 import asyncio
@@ -24,7 +27,7 @@ import sys
 from bon.config import HFOptions, ServerOptions
 from bon.engines import Backend
 from bon.engines.base import EngineError, RecordError
-from bon.engines.scripted import ScriptedEngine
+from bon.engines.scripted import ScriptedEngine, prefers_longer, seeded_coin
 from bon.plugins import register_backend
 from bon.runs.checkpoint import request_key
 
@@ -51,6 +54,13 @@ class TestEngine(ScriptedEngine):
         fail_on = os.environ.get("BON_TEST_FAIL_ON")
         if fail_on and fail_on in request.messages[-1]["content"]:
             raise RecordError(f"scripted: rejected a request of {fail_on!r}")
+        slow_on = os.environ.get("BON_TEST_SLOW_ON")
+        if slow_on and slow_on in request.messages[-1]["content"]:
+            slow_log = os.environ.get("BON_TEST_SLOW_LOG")
+            if slow_log:
+                with open(slow_log, "a") as handle:
+                    handle.write(f"{request.n}\n")
+            await asyncio.sleep(float(os.environ.get("BON_TEST_SLOW_LATENCY", "0.5")))
         log = os.environ.get("BON_TEST_LOG")
         if log:
             with open(log, "a") as handle:
@@ -76,7 +86,8 @@ async def create_engine(config):
     if config.model in CLOSED_MODELS:
         print(f"scripted: {config.model} loaded again after its engine was closed", file=sys.stderr, flush=True)
     latency = float(os.environ.get("BON_TEST_LATENCY", "0"))
-    engine = TestEngine(latency=(lambda request: latency) if latency else None, keep_requests=False)
+    decide = seeded_coin if os.environ.get("BON_TEST_JUDGE") == "coin" else prefers_longer
+    engine = TestEngine(decide, latency=(lambda request: latency) if latency else None, keep_requests=False)
     engine.model = config.model
     return engine
 
@@ -89,6 +100,10 @@ if __name__ == "__main__":
     from bon.cli.main import app
 
     sys.argv[0] = "bon"
-    if sys.argv[1:2] and sys.argv[1] in ("run", "sample", "select", "compare", "eval", "serve") and "--backend" not in sys.argv:
+    if (
+        sys.argv[1:2]
+        and sys.argv[1] in ("run", "sample", "select", "compare", "eval", "serve")
+        and "--backend" not in sys.argv
+    ):
         sys.argv += ["--backend", "scripted"]
     app()

@@ -21,6 +21,12 @@ def prefers_longer(first: str, second: str, rng: random.Random) -> str:
     return f"<think>compare lengths</think>\\boxed{{Assistant {1 if len(first) >= len(second) else 2}}}"
 
 
+def seeded_coin(first: str, second: str, rng: random.Random) -> str:
+    """A judge that flips a coin seeded by the request's seed: its choices follow the seeds
+    bon derives, so two runs agree exactly when they sent the same seeds."""
+    return f"<think>flip a coin</think>\\boxed{{Assistant {rng.randint(1, 2)}}}"
+
+
 def split_judge_prompt(user: str) -> tuple[str, str]:
     """The two answers out of a rendered RRM user message."""
     _, rest = user.split("### Assistant 1\n\n", 1)

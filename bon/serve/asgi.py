@@ -128,6 +128,7 @@ def create_app(policy: Policy | None = None, judge: Judge | None = None, **setti
         except RequestError as exc:
             return error(exc, endpoint)
         response_id = new_id(kind)
+        await service.start()  # at once, unless the app is mounted in one that ran no lifespan for it
         work = service.start_selection(ask, record, response_id)
         left = asyncio.ensure_future(_disconnected(request))
         try:

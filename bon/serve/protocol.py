@@ -10,7 +10,7 @@ winner): OpenAI's `n` above 1, tools and logprobs are refused with a 400 naming 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 import time
 import uuid
@@ -35,8 +35,14 @@ SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client
 
 
 def missing_packages() -> list[str]:
-    """The packages of the `serve` extra that are not installed."""
-    return [name for name, module in SERVE_PACKAGES.items() if importlib.util.find_spec(module) is None]
+    """The packages of the `serve` extra that cannot be imported (serving imports them all anyway)."""
+    missing = []
+    for name, module in SERVE_PACKAGES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def check_installed() -> None:
@@ -202,7 +208,7 @@ def parse(body: Any, kind: str, defaults: Defaults) -> Ask:
     for name, why in REFUSED.items():
         if body.get(name) not in (None, False, [], 0) and not (name == "best_of" and body.get(name) == 1):
             raise bad(why, name)
-    if _number(body, "n", 1, 1, integer=True) not in (None, 1):
+    if body.get("n") not in (None, 1):
         raise bad("bon serve answers with one choice, the winner: set bon.n for the number of candidates", "n")
     if kind == "chat":
         data: dict[str, Any] = {"messages": _messages(body.get("messages"))}

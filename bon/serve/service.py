@@ -38,6 +38,7 @@ class Service:
         self.tasks: set[asyncio.Task] = set()  # every admitted request's selection, until it ends
         self.answer_seconds = 1.0  # a moving average of time in selection, for Retry-After
         self._slots: asyncio.Semaphore | None = None
+        self._starting: asyncio.Future | None = None
         self._traces: RecordWriter | None = None
         self._traces_file: Any = None
         metrics.waiting.set_function(lambda: self.waiting)
@@ -51,12 +52,16 @@ class Service:
             self._traces = RecordWriter(self._traces_file)
 
     async def start(self) -> None:
-        """Open the traces file and load the engines (once: the CLI starts it before the app's lifespan does)."""
-        if self._slots is not None:
-            return
-        self._slots = asyncio.Semaphore(self.config.max_concurrency)
+        """Open the traces file and load the engines, once: the CLI starts it before the app's
+        lifespan does, and a mounted app (whose lifespan its parent does not run) on its first request."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         self.open_traces()
         await self.session.start()
+        self._slots = asyncio.Semaphore(self.config.max_concurrency)
 
     # ---- admission ----
 
