@@ -212,6 +212,16 @@ class TournamentConfig:
         show="off",
         key_when_set=True,
     )
+    budget: int | None = setting(
+        None,
+        "Judge samples per query at most. swiss spends them where the leader is in doubt; knockout "
+        "and elo give each match an equal share (elo first plays fewer pairs).",
+        TOURNAMENT,
+        min=1,
+        show="none (swiss: knockout's usual, (n-1) × votes)",
+        metavar="SAMPLES",
+        key_when_set=True,
+    )
 
     @property
     def vote_budget(self) -> int:

@@ -33,7 +33,11 @@ T = TypeVar("T")
 # bon's own, in the order help texts list them.
 BUILTIN: dict[str, list[tuple[str, str]]] = {
     BACKENDS: [("vllm", "bon.engines:VLLM"), ("openai", "bon.engines:OPENAI"), ("hf", "bon.engines:HF")],
-    STRATEGIES: [("knockout", "bon.tournament.knockout:Knockout"), ("elo", "bon.tournament.elo:RoundRobin")],
+    STRATEGIES: [
+        ("knockout", "bon.tournament.knockout:Knockout"),
+        ("elo", "bon.tournament.elo:RoundRobin"),
+        ("swiss", "bon.tournament.swiss:Swiss"),
+    ],
 }
 
 

@@ -13,6 +13,9 @@ different orders, so their floats differ in the last bits; those are set equal, 
 ranking's promise (equal scores: the lower index first) holds instead of float noise.
 
 With answer groups (`teams`), team-mates are not judged: their pair counts as a draw.
+
+With `--budget B`, at most ⌊B / votes⌋ pairs are played (chosen as `--max-pairs` chooses
+them), each allowed ⌊B / pairs⌋ judge samples at most, so a record never spends more than B.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from bon.config import TournamentConfig
 from bon.tasks import gather
 from bon.tournament.seeds import derive_seed
 from bon.tournament.strategy import RATING_GAP, Evidence, Strategy, Tournament
-from bon.tournament.voting import IDENTICAL, SAME_ANSWER, Ask, Match, decide_match
+from bon.tournament.voting import IDENTICAL, SAME_ANSWER, Ask, Match, capped, decide_match
 
 PRIOR_GAMES = 1.0  # virtual wins and losses against the reference, per candidate
 
@@ -144,7 +147,13 @@ async def round_robin(
     """
     record_seed = derive_seed(config.seed, record_id, "elo")
     rng = random.Random(record_seed)
+    match_config = config
+    if config.budget is not None:  # fewer pairs, so each keeps its votes; then an equal share each
+        affordable = max(1, config.budget // config.votes)
+        max_pairs = affordable if max_pairs is None else min(max_pairs, affordable)
     pairs = choose_pairs(len(candidates), max_pairs, rng)
+    if config.budget is not None and pairs:
+        match_config = capped(config, config.budget // len(pairs))
 
     async def play(slot: int, i: int, j: int) -> Match:
         a, b = (i, j) if rng_order[slot] else (j, i)
@@ -154,7 +163,7 @@ async def round_robin(
             match = Match(a, b, min(a, b), IDENTICAL)
         else:
             match = await decide_match(
-                a, b, ask, config, derive_seed(record_seed, i, j), extra_to_a_first=slot % 2 == 0
+                a, b, ask, match_config, derive_seed(record_seed, i, j), extra_to_a_first=slot % 2 == 0
             )
         if on_match:
             on_match(match)

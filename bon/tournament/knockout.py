@@ -8,7 +8,9 @@ the front of the next round, so nobody gets two byes in a row.
 The bracket's shape is fixed before any match is played (which slot feeds which match),
 so each match starts the moment its two feeder matches are decided: a slow
 (long-thinking) match delays only its own path to the final, never its neighbours, and
-the engine always holds every match that is ready. Candidates with identical text never
+the engine always holds every match that is ready. With `--budget B`, each match may spend
+⌊B / (n − 1)⌋ judge samples at most (its votes and its extra votes both), so the bracket
+never spends more than B; a budget under one sample a match is refused. Candidates with identical text never
 play each other: the lower index goes through without a judge call.
 
 Answer-aware (`teams`: each candidate's answer group, the PairJudge RM design): a slot
@@ -34,10 +36,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bon.config import TournamentConfig
+from bon.errors import UsageError
 from bon.tasks import settle
 from bon.tournament.seeds import derive_seed
 from bon.tournament.strategy import Strategy, Tournament
-from bon.tournament.voting import BYE, IDENTICAL, SAME_ANSWER, Ask, Match, decide_match
+from bon.tournament.voting import BYE, IDENTICAL, SAME_ANSWER, Ask, Match, capped, decide_match
 
 
 def separate_teams(order: list[int], teams: list[int], rng: random.Random) -> list[int]:
@@ -86,6 +89,15 @@ async def knockout(
     tournament = Tournament(winner=order[0] if order else 0, seed=config.seed)
     if len({team[c] for c in order}) <= 1:  # one candidate, or one answer for all
         return tournament
+    match_config = config
+    if config.budget is not None:  # every match the same share: n - 1 at most are judged
+        share = config.budget // (len(candidates) - 1)
+        if share < 1:
+            raise UsageError(
+                f"--budget {config.budget} is less than one judge sample for each of a knockout's "
+                f"{len(candidates) - 1} matches ({len(candidates)} candidates): raise it, or use --strategy swiss"
+            )
+        match_config = capped(config, share)
     recorded: list[list[tuple[int, int, Match]]] = []  # per round: (slot, nth in slot, match)
     started: list[asyncio.Future] = []
     matches_before = [0]  # matches in earlier rounds, to number matches bracket-wide
@@ -119,7 +131,7 @@ async def knockout(
             else:
                 seed = derive_seed(record_seed, round_no, slot, *([nth] if nth else []))
                 match_no = matches_before[round_no] + slot + nth
-                match = await decide_match(a, b, ask, config, seed, extra_to_a_first=match_no % 2 == 0)
+                match = await decide_match(a, b, ask, match_config, seed, extra_to_a_first=match_no % 2 == 0)
             loser = b if match.winner == a else a
             squads[0 if loser == a else 1].remove(loser)
             record(round_no, slot, nth, match)

@@ -43,14 +43,16 @@ class Tournament:
     strategy: str = "knockout"
     answer_groups: list[dict[str, Any]] | None = None  # with --group-by-answer: the teams
     scores: list[float] | None = None  # rating strategies: one score per candidate
+    tiebreak: list[int] | None = None  # equal scores rank by this (each candidate's place), else by index
+    details: dict[str, Any] | None = None  # a strategy's own trace fields (swiss: budget, spent, decided)
 
     @property
     def ranking(self) -> list[int] | None:
-        """Candidate indices, best first (equal scores: the lower index first)."""
+        """Candidate indices, best first (equal scores: the lower `tiebreak`, else the lower index)."""
         if self.scores is None:
             return None
-        scores = self.scores
-        return sorted(range(len(scores)), key=lambda k: (-scores[k], k))
+        scores, tiebreak = self.scores, self.tiebreak
+        return sorted(range(len(scores)), key=lambda k: (-scores[k], tiebreak[k] if tiebreak else k))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -60,7 +62,7 @@ class Tournament:
         }
         if self.answer_groups is not None:
             out["answer_groups"] = self.answer_groups
-        return out
+        return out | (self.details or {})
 
 
 @dataclass(frozen=True)

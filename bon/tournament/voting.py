@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bon.config import TournamentConfig
@@ -81,6 +81,14 @@ class Match:
             "decided_by": self.decided_by,
             "votes": [v.to_json() for v in self.votes],
         } | ({"votes_saved": self.votes_saved} if self.votes_saved else {})
+
+
+def capped(config: TournamentConfig, samples: int) -> TournamentConfig:
+    """`config` for a match that may spend at most `samples` judge samples (≥ 1): its votes
+    and its vote budget (extra votes on a tie or invalid verdicts) both within `samples`."""
+    if samples >= config.vote_budget:
+        return config
+    return replace(config, votes=min(config.votes, samples), max_votes=samples)
 
 
 def split_votes(votes: int, extra_to_a_first: bool) -> tuple[int, int]:

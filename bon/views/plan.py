@@ -10,6 +10,10 @@ real judge disagrees with itself; that spread is what min / usual / max bracket:
 - usual: `votes` per match;
 - max: the vote budget per match (ties drawing extra votes until it is spent).
 
+With `--budget`, matches may get fewer samples than `votes` and swiss plays on while its
+judge disagrees with itself, so usual is the stand-in's spend without early stopping and
+max the spend of a stand-in whose every vote is invalid (for swiss: the budget).
+
 Records that carry candidates are planned with their own texts (identical ones never meet
 a judge; with answer grouping, their own answers form the teams); the others with `n`
 distinct candidates still to be sampled — for answer-aware runs an upper bound, since
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bon.config import TournamentConfig
@@ -73,44 +77,63 @@ class Planner:
         self.n, self.tournament = n, tournament
         self.strategy = get_strategy(tournament.strategy)
         self.checker = Checker(tournament.group_by_answer) if tournament.group_by_answer else None
-        self._by_size: dict[int, tuple[int, int]] = {}  # distinct candidates -> (matches, samples)
+        self._by_size: dict[int, tuple[int, int, int, int]] = {}  # distinct candidates -> counts
 
-    async def _play(self, record_id: str | int, candidates: list[str]) -> tuple[int, int]:
+    async def _play(
+        self, record_id: str | int, candidates: list[str], tournament: TournamentConfig, valid: bool = True
+    ) -> tuple[int, int]:
+        """(judged matches, judge samples) against a stand-in judge: unanimous, or (`valid`
+        False) one whose every vote is invalid, so every match spends all it may."""
         samples = 0
 
-        async def unanimous(first: int, second: int, k: int, seed: int) -> list[Vote]:
+        async def stand_in(first: int, second: int, k: int, seed: int) -> list[Vote]:
             """A judge that agrees with itself in both orders: the alphabetically first answer wins."""
             nonlocal samples
             samples += k
-            chosen = first if candidates[first] <= candidates[second] else second
+            chosen = (first if candidates[first] <= candidates[second] else second) if valid else None
             return [Vote(first, second, chosen, "plan", "stop", None) for _ in range(k)]
 
-        result = await play(self.strategy, candidates, unanimous, self.tournament, record_id, self.checker)
+        result = await play(self.strategy, candidates, stand_in, tournament, record_id, self.checker)
         return sum(1 for matches in result.rounds for m in matches if m.votes), samples
 
-    async def work(self, record: Record) -> tuple[int, int, int]:
-        """(candidates, judged matches, judge samples when every vote agrees) for one record."""
+    async def _count(self, record_id: str | int, candidates: list[str]) -> tuple[int, int, int, int]:
+        """(judged matches, min, usual, max judge samples) for one record's candidates.
+
+        Unbudgeted: usual is `votes` a match and max the vote budget a match. With --budget,
+        a match may get less than either, and swiss plays more matches when the judge
+        disagrees with itself: usual is the stand-in's spend without early stopping, max
+        the spend of a judge that never gives a valid verdict (all a match or a record may)."""
+        config = self.tournament
+        matches, fewest = await self._play(record_id, candidates, config)
+        if config.budget is None:
+            return matches, fewest, matches * config.votes, matches * config.vote_budget
+        _, usual = await self._play(record_id, candidates, replace(config, early_stop=False))
+        _, most = await self._play(record_id, candidates, config, valid=False)
+        return matches, fewest, usual, most
+
+    async def work(self, record: Record) -> tuple[int, int, int, int, int]:
+        """(candidates, judged matches, min, usual, max judge samples) for one record."""
         candidates = record.candidates
         if candidates is not None and (len(set(candidates)) < len(candidates) or self.tournament.group_by_answer):
             # Which identical texts (or same answers) meet depends on the bracket: play this record's own.
-            return len(candidates), *await self._play(record.id, list(candidates))
+            return len(candidates), *await self._count(record.id, list(candidates))
         # All distinct: the work depends on the count alone (the bracket's order does not matter).
         size = self.n if candidates is None else len(candidates)
         if size not in self._by_size:
-            self._by_size[size] = await self._play("plan", [f"candidate {i}" for i in range(size)])
+            self._by_size[size] = await self._count("plan", [f"candidate {i}" for i in range(size)])
         return size, *self._by_size[size]
 
 
 async def _plan(records: Iterable[Record], n: int, tournament: TournamentConfig) -> Plan:
     planner, plan = Planner(n, tournament), Plan()
     for record in records:
-        candidates, matches, fewest = await planner.work(record)
+        candidates, matches, fewest, usual, most = await planner.work(record)
         plan.queries += 1
         plan.candidates += candidates
         plan.matches += matches
         plan.min_samples += fewest
-        plan.usual_samples += matches * tournament.votes
-        plan.max_samples += matches * tournament.vote_budget
+        plan.usual_samples += usual
+        plan.max_samples += most
     return plan
 
 
