@@ -30,6 +30,7 @@ def main() -> None:
     run(str(HERE / "answer_aware.py"))
     run(str(HERE / "memory.py"), "10000", "100000")
     run(str(HERE / "api_overhead.py"))
+    run(str(HERE / "serve_bench.py"))
     run(str(HERE / "browse_bench.py"))
     if gpu_visible():
         run(str(HERE / "engine_bench.py"))
