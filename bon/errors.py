@@ -13,3 +13,15 @@ class BonError(Exception):
 
 class UsageError(BonError):
     """Bad settings or arguments: one line, exit 2."""
+
+
+class OutputError(BonError):
+    """A file bon writes could not be written: a full disk, a file-size limit, a read-only or
+    vanished directory. One line naming the file (exit 1); what was written before stays whole."""
+
+    resume_command: str | None = None  # set by the command line: how to continue the run
+
+    def __init__(self, error: OSError, path: object):
+        reason = (error.strerror or str(error)).lower()
+        super().__init__(f"{reason} writing {path}")
+        self.errno, self.path = error.errno, path

@@ -103,7 +103,12 @@ def assert_clean(stderr: str) -> None:
 # Which real parts a test needs, read from the fixtures it uses and the helpers it calls, so that a new
 # test is classified without a decorator. `make check` deselects every one of these markers (they are
 # declared in pyproject.toml); `make test` runs them all.
-NEEDS_FIXTURE = {"smollm2": ("model",), "vllm_server": ("model", "vllm", "server"), "slurm": ("slurm", "root")}
+NEEDS_FIXTURE = {
+    "smollm2": ("model",),
+    "vllm_server": ("model", "vllm", "server"),
+    "slurm": ("slurm", "root"),
+    "small_tmpfs": ("root",),
+}
 NEEDS_HELPER = {"tmux_screen": ("tmux",)}
 
 

@@ -188,6 +188,6 @@ def test_a_caller_that_stops_early_leaves_a_resumable_output(tmp_path, scripted)
         for _record in bon.run(WITH_CANDIDATES, judge=judge, votes=1, output=out, concurrency=1):
             break
         manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
-        assert manifest["status"] == "interrupted" and (tmp_path / "out.jsonl.bon-cache.jsonl").exists()
+        assert manifest["status"] == "interrupted" and (tmp_path / "out.jsonl.bon-cache").exists()
         rest = list(bon.run(WITH_CANDIDATES, judge=judge, votes=1, output=out, resume=True))
     assert [r["id"] for r in rest] == [1, 2, 3, 4] and len(out.read_text().splitlines()) == 5

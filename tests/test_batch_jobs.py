@@ -71,7 +71,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, queries, re
     process.wait()
     written = out.read_text().count("\n")
     assert 4 <= written < len(QUERIES)
-    sidecar = tmp_path / "out.jsonl.bon-cache.jsonl"
+    sidecar = tmp_path / "out.jsonl.bon-cache"
     kept = {json.loads(line)["key"] for line in sidecar.read_text().splitlines()[1:] if line.endswith("}")}
     assert kept, "the sidecar holds finished work"
     log.unlink()

@@ -329,6 +329,6 @@ def test_a_permanent_outage_ends_the_cli_with_one_line_and_the_resume_command(se
     assert error.startswith("bon: error: ") and "gave up after 2 s" in error and "answered 503" in error
     assert resume.startswith("bon: continue with: bon select ") and resume.endswith(" --resume")
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [0]
-    assert (tmp_path / "out.jsonl.bon-cache.jsonl").exists()
+    assert (tmp_path / "out.jsonl.bon-cache").exists()
     manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
     assert manifest["status"] == "failed"

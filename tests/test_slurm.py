@@ -247,3 +247,26 @@ def test_a_slurm_array_with_a_task_stopped_and_requeued_merges_into_the_single_r
     assert "rec/s" in log  # the status lines of --log-every
     for task in (0, 2):
         assert "Restarts=0" in slurm.run("scontrol", "show", "job", f"{array}_{task}").stdout
+
+
+def test_the_array_script_reports_the_exit_status_of_a_bon_that_ends_at_once(slurm, tmp_path):
+    # bon refuses a missing input before it reads anything (exit 2): the task must fail with 2, not
+    # record 0 because bon ended before the script first looked (`kill -0`) at it.
+    slurm.env |= {"BON": " ".join(HELPER)}
+    script = ROOT / "examples" / "slurm" / "bon-array.sbatch"
+    submitted = slurm.run(
+        "sbatch",
+        "--parsable",
+        "--array=0-0",
+        str(script),
+        str(tmp_path / "absent.jsonl"),
+        str(tmp_path / "out"),
+        *OPTIONS,
+        cwd=tmp_path,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    array = submitted.stdout.strip().split(";")[0]
+    wait_until(lambda: not slurm.queue(), "the task to end", tries=600)
+    shown = slurm.run("scontrol", "show", "job", f"{array}_0").stdout
+    assert "ExitCode=2:0" in shown, shown
+    assert "input file not found" in (tmp_path / f"bon-{array}_0.log").read_text()

@@ -59,7 +59,7 @@ from bon.cli.failures import fail
 from bon.cli.outputs import COMMANDS
 from bon.cli.serve import GROUPS as SERVE_GROUPS
 from bon.cli.serve import serve as serve_command
-from bon.errors import UsageError, redact
+from bon.errors import OutputError, UsageError, redact
 
 app = typer.Typer(
     help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
@@ -349,9 +349,14 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
         command=_safe(command_line(ctx)),
         update_every=params["log_every"] or defaults.DEFAULT_LOG_EVERY,
     )
-    total = run.check()
-    signals.defer()  # from here a signal must not leave the output, sidecar or manifest half-written
-    run.open()
+    run.claim_output()  # a second run on OUTPUT is refused now, before the input is read
+    try:
+        total = run.check()
+        signals.defer()  # from here a signal must not leave the output, sidecar or manifest half-written
+        run.open()
+    except BaseException:
+        run.close()  # lets OUTPUT's lock go
+        raise
     if run.torn_line_dropped and not quiet:
         typer.echo(f"bon: dropped a torn last line from {params['output']} (a crash mid-write)", err=True)
     run.progress = progress = RunProgress(
@@ -379,7 +384,7 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
         # A signal after this point finds every record written: the run is complete.
         if signals.received:
             run.status = "interrupted"
-    except EngineError as exc:  # finished records are in OUTPUT, finished model work in its sidecar
+    except (EngineError, OutputError) as exc:  # finished records are in OUTPUT, finished model work in its sidecar
         if run.manifest:
             exc.resume_command = resume_command(run.manifest.content)
         raise

@@ -207,13 +207,31 @@ def merge(
     candidates_field: CandidatesField = CANDIDATES_FIELD.default,
     overwrite: Overwrite = OVERWRITE.default,
 ) -> None:
-    """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any)."""
-    from bon.io.records import FieldNames, RecordWriter, read_records
-    from bon.runs.checkpoint import manifest_path
+    """Join shard outputs in input order; report missing and duplicate ids (exit 1 if any).
 
+    Refused while a run writes OUTPUT or one of the shards (a shard still being written would
+    be reported missing records it is about to write)."""
+    from itertools import islice
+
+    from bon.io.diskindex import DiskIndex
+    from bon.io.records import FieldNames, read_records
+    from bon.runs.checkpoint import LEGACY_SIDECAR_SUFFIX, SIDECAR_SUFFIX, manifest_path
+    from bon.runs.lock import OutputLock, writer_of
+    from bon.runs.merge import SHOWN, merge_shards
+
+    lock, seen = OutputLock(output), DiskIndex()  # seen: the input's ids, on disk like the shards' index
     try:
+        lock.acquire()
         if output.exists() and not overwrite:
             raise UsageError(f"{output} exists: add --overwrite to replace it")
+        for file in files:
+            if file.name.endswith((SIDECAR_SUFFIX, LEGACY_SIDECAR_SUFFIX)):
+                raise UsageError(
+                    f"{file} is a run's sidecar (its unfinished model work), not a shard output: leave it out"
+                )
+            holder = writer_of(file)
+            if holder:
+                raise UsageError(f"{file} is still being written by {holder}: merge once its run has ended")
         manifests = []
         for file in files:
             try:
@@ -225,47 +243,32 @@ def merge(
             if len(sources) != 1:
                 raise UsageError("cannot tell the input from the shards' manifests: pass --input INPUT")
             input = sources.pop()
-        by_id: dict = {}
-        duplicates = []
-        for file in files:
-            try:
-                handle = open(file, encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"cannot read {file}: {exc.strerror}") from None
-            with handle:
-                for record in run_records(handle, str(file)):
-                    key = json.dumps(record.id)
-                    if key in by_id:
-                        duplicates.append(record.id)
-                    by_id[key] = record.data
-        order = [r.id for r in read_records(input_rows(input), FieldNames(query_field, candidates_field))]
+        order = read_records(input_rows(input), FieldNames(query_field, candidates_field), seen=seen)
+        report = merge_shards(files, order, output)
     except Exception as exc:
         fail(exc, False, source=input)
-    missing = [i for i in order if json.dumps(i) not in by_id]
-    with open(output, "w", encoding="utf-8") as out:
-        writer = RecordWriter(out)
-        for record_id in order:
-            record = by_id.get(json.dumps(record_id))
-            if record is not None:
-                writer.write(record)
-        writer.close()
-    typer.echo(f"bon: merged {len(order) - len(missing)} of {len(order)} records into {output}", err=True)
-    if missing:
+    finally:
+        seen.close()
+        lock.release()
+    typer.echo(f"bon: merged {report.written} of {report.total} records into {output}", err=True)
+    if report.missing:
+        shown = ", ".join(map(str, islice(report.missing_ids(), SHOWN)))
         typer.echo(
-            f"bon: {len(missing)} missing ids: {', '.join(map(str, missing[:20]))}"
-            + (" …" if len(missing) > 20 else ""),
+            f"bon: {report.missing} missing ids: {shown}" + (" …" if report.missing > SHOWN else ""),
             err=True,
         )
         from bon.runs.shards import rerun_commands
 
-        for line in rerun_commands(missing, manifests):
+        for line in rerun_commands(report.missing_ids(), manifests):
             typer.echo(line, err=True)
-    if duplicates:
+    if report.duplicate_count:
+        shown = ", ".join(map(str, report.duplicates))
         typer.echo(
-            f"bon: {len(duplicates)} duplicate ids (the last copy kept): {', '.join(map(str, duplicates[:20]))}",
+            f"bon: {report.duplicate_count} duplicate ids (the last copy kept): {shown}",
             err=True,
         )
-    if missing or duplicates:
+    report.close()
+    if report.missing or report.duplicate_count:
         raise typer.Exit(1)
 
 

@@ -7,15 +7,18 @@ bon adds. This module is the one reader and the one writer of records.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, Protocol
 
-from bon.errors import BonError, UsageError
+from bon.errors import BonError, OutputError, UsageError
 
 ROLES = ("system", "user", "assistant")
 
@@ -134,16 +137,27 @@ def decode_lines(lines: Iterable[bytes | str | dict]) -> Iterator[tuple[int, str
 OnBadLine = Callable[[InputError, str], None]
 
 
+class SeenIds(Protocol):
+    def __contains__(self, record_id: object, /) -> bool: ...
+
+    def add(self, record_id: Any, /) -> None: ...
+
+
 def read_records(
-    lines: Iterable[bytes | str | dict], fields: FieldNames = FieldNames(), on_bad_line: OnBadLine | None = None
+    lines: Iterable[bytes | str | dict],
+    fields: FieldNames = FieldNames(),
+    on_bad_line: OnBadLine | None = None,
+    seen: SeenIds | None = None,
 ) -> Iterator[Record]:
     """Records from JSONL lines (or decoded rows, see `decode_lines`), validated one by one.
 
     A bad line raises InputError, or — with `on_bad_line` — is reported to it and skipped.
     Blank lines are skipped. The default `id` is the 0-based position among non-blank
-    lines, so ids do not shift when a bad line is skipped.
+    lines, so ids do not shift when a bad line is skipped. `seen` keeps the ids met for the
+    duplicate check (a set unless given: `bon merge` keeps them on disk).
     """
-    seen: set[str | int] = set()
+    if seen is None:
+        seen = set()
     for position, (number, text, value) in enumerate(decode_lines(lines)):
         try:
             if isinstance(value, InputError):
@@ -168,6 +182,54 @@ def output_record(record: Record) -> dict[str, Any]:
     return out
 
 
+class LineFile:
+    """A file bon owns (OUTPUT, its sidecar, a merged output) that always ends on a whole line.
+
+    Lines go to the file in os.write calls, with no buffer left to land later: a write that
+    fails (a full disk, a file-size limit, a vanished or read-only directory) is cut back to
+    where its line began and raised as OutputError naming the file. A file deleted while it
+    is written (or its directory) is noticed at the next sync rather than written into the void.
+    """
+
+    def __init__(self, path: Path, append: bool = False):
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o666)
+            self.size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise OutputError(exc, path) from None
+
+    def write(self, line: str) -> int:
+        """Write one whole line; where it starts in the file."""
+        start, data = self.size, line.encode("utf-8")
+        pending = memoryview(data)
+        try:
+            while pending:
+                pending = pending[os.write(self._fd, pending) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # if even this fails, a resume drops the torn line
+                os.ftruncate(self._fd, start)
+            raise OutputError(exc, self.path) from None
+        self.size = start + len(data)
+        return start
+
+    def flush(self) -> None:
+        """Nothing is buffered (a stream's interface, for RecordWriter)."""
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self._fd)
+            if os.fstat(self._fd).st_nlink == 0:
+                raise OSError(errno.ENOENT, "No such file or directory (deleted while it was written)")
+        except OSError as exc:
+            raise OutputError(exc, self.path) from None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class RecordWriter:
     """Writes one record per line, each in a single write call, flushed at once.
 
@@ -178,7 +240,7 @@ class RecordWriter:
     SYNC_EVERY_RECORDS = 100
     SYNC_EVERY_SECONDS = 30.0
 
-    def __init__(self, stream: IO[str]):
+    def __init__(self, stream: IO[str] | LineFile):
         self._stream = stream
         self._unsynced = 0
         self._last_sync = time.monotonic()
@@ -193,11 +255,12 @@ class RecordWriter:
             self.sync()
 
     def sync(self) -> None:
-        self._stream.flush()
-        try:
-            os.fsync(self._stream.fileno())
-        except (OSError, ValueError, AttributeError):  # a pipe or a test's capture: nothing to sync
-            pass
+        if isinstance(self._stream, LineFile):
+            self._stream.sync()  # a file bon owns: its failures are the run's
+        else:
+            self._stream.flush()
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # a pipe or a test's capture
+                os.fsync(self._stream.fileno())
         self._unsynced, self._last_sync = 0, time.monotonic()
 
     def close(self) -> None:

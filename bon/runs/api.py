@@ -18,13 +18,13 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from bon import config as defaults
 from bon.config import RunConfig, ServerOptions, TournamentConfig, validity_key
-from bon.errors import UsageError
+from bon.errors import OutputError, UsageError
 from bon.io.output import SCHEMA_VERSION
-from bon.io.records import FieldNames, InputError, Record, RecordWriter, read_records
+from bon.io.records import FieldNames, InputError, LineFile, Record, RecordWriter, read_records
 from bon.io.sources import input_rows
 from bon.runs.checkpoint import (
     CachedEngine,
@@ -37,6 +37,7 @@ from bon.runs.checkpoint import (
     sidecar_path,
 )
 from bon.runs.judge import Sampler
+from bon.runs.lock import OutputLock
 from bon.runs.pipeline import LazyEngine, Pipeline, RunStats
 from bon.runs.roles import Judge, Policy, Role, run_sync, tournament_config
 from bon.runs.shards import in_shard, shard_text
@@ -84,7 +85,8 @@ class Run:
         self.torn_line_dropped = False
         self._sidecar: Sidecar | None = None
         self._manifest: Manifest | None = None
-        self._stream: IO[str] | None = None
+        self._stream: LineFile | None = None
+        self._lock: OutputLock | None = None
         self.pipeline: Pipeline | None = None
 
     # ---- before any model loads ----
@@ -148,10 +150,19 @@ class Run:
             out["judge_template"] = _template_hash(j.template)
         return out
 
+    def claim_output(self) -> None:
+        """Take OUTPUT's one-writer lock: while another process writes OUTPUT this run is
+        refused at once (CheckpointError), before its input is read. `close` lets it go."""
+        if self.config.output is not None and self._lock is None:
+            lock = OutputLock(Path(self.config.output))
+            lock.acquire()
+            self._lock = lock
+
     def open(self) -> None:
         """Open OUTPUT, its sidecar and manifest (or nothing, without an output)."""
         if self.config.output is None:
             return
+        self.claim_output()
         output = Path(self.config.output)
         self._stream, self.done, self.torn_line_dropped = open_output(output, self.config.resume, self.config.overwrite)
         settings = self.settings()
@@ -254,26 +265,31 @@ class Run:
         return self.pipeline.stats if self.pipeline else RunStats(resumed=len(self.done))
 
     def close(self, bad_lines_skipped: int = 0) -> None:
-        """Close the files: the sidecar goes when the run completed; the manifest says how it ended."""
+        """Close the files: the sidecar goes when the run completed; the manifest says how it ended.
+
+        Each file is closed whatever happens to the others, and OUTPUT's lock goes last. One that
+        cannot be finished (a full disk) raises OutputError then — unless the run had already
+        failed: its own error is the one to report."""
         stats = self.stats
         stats.skipped = bad_lines_skipped
-        if self._sidecar:
-            self._sidecar.close(remove=self.status == "complete")
-        if self._manifest:
-            self._manifest.finish(
-                self.status,
-                {
-                    "records_written": stats.records,
-                    "already_done": stats.resumed,
-                    "sampled": stats.sampled,
-                    "records_with_errors": stats.errors,
-                    "bad_lines_skipped": stats.skipped,
-                    "usage": stats.usage.to_json(),
-                },
-                progress=self._progress_counters(),
-            )
-        if self._stream:
-            self._stream.close()
+        with contextlib.suppress(OutputError) if self.status == "failed" else contextlib.nullcontext():
+            with contextlib.ExitStack() as closing:  # its callbacks run last-registered first
+                if self._lock:
+                    closing.callback(self._lock.release)
+                if self._stream:
+                    closing.callback(self._stream.close)
+                if self._manifest:
+                    counts = {
+                        "records_written": stats.records,
+                        "already_done": stats.resumed,
+                        "sampled": stats.sampled,
+                        "records_with_errors": stats.errors,
+                        "bad_lines_skipped": stats.skipped,
+                        "usage": stats.usage.to_json(),
+                    }
+                    closing.callback(self._manifest.finish, self.status, counts, self._progress_counters())
+                if self._sidecar:
+                    closing.callback(self._sidecar.close, remove=self.status == "complete")
 
     def _progress_counters(self) -> dict[str, Any] | None:
         counters = getattr(self.progress, "counters", None)
@@ -281,9 +297,10 @@ class Run:
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         """check, open, stream, close: the whole run for library callers."""
-        self.check()
-        self.open()
+        self.claim_output()
         try:
+            self.check()
+            self.open()
             async with contextlib.aclosing(self.stream()) as outputs:
                 async for out in outputs:
                     yield out

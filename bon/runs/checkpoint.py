@@ -2,21 +2,25 @@
 
 - OUTPUT: records in input order, one flushed line each, fsynced at checkpoints. `--resume`
   drops a torn last line (a crash mid-write) and skips every record already there.
-- OUTPUT.bon-cache.jsonl (the sidecar): every finished generation (sampled candidates and
-  judge samples), keyed by the request. A resumed run answers repeated requests from it,
+- OUTPUT.bon-cache (the sidecar, JSON lines): every finished generation (sampled candidates
+  and judge samples), keyed by the request. A resumed run answers repeated requests from it,
   so a crash in the judge phase never re-samples candidates and a resumed tournament does
   not redo matches it already decided. Its first line holds the settings that make the
   entries valid; a resume with other settings is refused rather than mixed in. Removed
-  when the run completes.
+  when the run completes. (Named so that no `*.jsonl` glob of outputs takes it for one;
+  before 0.2 it was OUTPUT.bon-cache.jsonl, which a resume still finds.)
+- OUTPUT and its sidecar end on a whole line whatever stops a write (bon.io.records.LineFile).
 - OUTPUT.manifest.json: version, models, backends, library versions, every setting, times,
   counts and status. It never holds an API key (bon only ever knows the variable's name).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -30,9 +34,12 @@ from urllib.parse import urlsplit, urlunsplit
 from bon import __version__
 from bon.config import DEFAULT_LOG_EVERY
 from bon.engines.base import Completion, Engine, EngineError, EngineWrapper, Generation, GenerationRequest, RecordError
-from bon.errors import BonError
+from bon.errors import BonError, OutputError
+from bon.io.diskindex import DiskIndex
+from bon.io.records import LineFile
 
-SIDECAR_SUFFIX = ".bon-cache.jsonl"
+SIDECAR_SUFFIX = ".bon-cache"
+LEGACY_SIDECAR_SUFFIX = ".bon-cache.jsonl"  # bon 0.1's name, which `part.*.jsonl` matched
 MANIFEST_SUFFIX = ".manifest.json"
 ENGINE_LOG_SUFFIX = ".engine.log"
 
@@ -54,32 +61,40 @@ def engine_log_path(output: Path) -> Path:
     return output.with_name(output.name + ENGINE_LOG_SUFFIX)
 
 
-def _drop_torn_tail(path: Path) -> tuple[bytes, bool]:
-    """The file's complete lines; a partial last line is cut off the file itself."""
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(keep)
-        return data[:keep], True
-    return data, False
+def _drop_torn_tail(path: Path) -> bool:
+    """Cut a partial last line off the file (a crash mid-write); whether there was one.
+    Read from the end, so a file of any size costs a block of memory."""
+    with open(path, "r+b") as handle:
+        end = size = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            handle.truncate(end)
+        return end < size
 
 
-def open_output(path: Path, resume: bool, overwrite: bool) -> tuple[IO[str], set, bool]:
-    """The output stream, the ids already done there, and whether a torn line was dropped."""
+def open_output(path: Path, resume: bool, overwrite: bool) -> tuple[LineFile, set, bool]:
+    """The output file, the ids already done there, and whether a torn line was dropped."""
     if path.exists() and path.stat().st_size and not (resume or overwrite):
         raise CheckpointError(f"{path} exists: add --resume to continue it, or --overwrite to start over")
     if resume and path.exists():
-        data, torn = _drop_torn_tail(path)
-        done = set()
-        for number, line in enumerate(data.splitlines(), start=1):
-            if line.strip():
-                try:
-                    done.add(json.loads(line)["id"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise CheckpointError(f"{path} line {number} is not a bon record; cannot resume it") from None
-        return open(path, "a", encoding="utf-8"), done, torn
-    return open(path, "w", encoding="utf-8"), set(), False
+        torn = _drop_torn_tail(path)
+        done = set()  # the ids alone: the records stay on disk
+        with open(path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        done.add(json.loads(line)["id"])
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise CheckpointError(f"{path} line {number} is not a bon record; cannot resume it") from None
+        return LineFile(path, append=True), done, torn
+    return LineFile(path), set(), False
 
 
 def _generation(entry: dict[str, Any]) -> Generation:
@@ -98,66 +113,66 @@ def request_key(role: str, request: GenerationRequest) -> str:
 
 
 class Sidecar:
-    """An append-only log of finished generations, keyed by request."""
+    """An append-only log of finished generations, keyed by request.
+
+    Memory stays flat however large it grows: the entries stay in the file, and where each
+    one starts is kept in a DiskIndex — the entries a resume found, and those of this run
+    that a later phase replays (`put(index=True)`: sampled candidates).
+    """
 
     def __init__(self, path: Path, settings: dict[str, Any], resume: bool):
         self.path = path
-        self.entries: dict[str, Generation] = {}
-        self.offsets: dict[str, int] = {}  # where indexed entries (the policy's) start in the file
-        self._reader = None
+        self._offsets = DiskIndex()  # request key (its 32 bytes) -> where its entry starts
+        self._reader: IO[bytes] | None = None
         self.engine_names: dict[str, str] = {}  # role -> the engine that did the work
         self.rejected: dict[str, str] = {}  # indexed requests the backend rejected -> why (kept for replay)
+        legacy = path.with_name(path.name.removesuffix(SIDECAR_SUFFIX) + LEGACY_SIDECAR_SUFFIX)
+        if resume and not path.exists() and legacy.exists():
+            os.replace(legacy, path)  # a sidecar of bon 0.1 takes today's name, out of `*.jsonl` globs
         if resume and path.exists():
-            data, _ = _drop_torn_tail(path)
-            lines = data.splitlines()
-            header = json.loads(lines[0]) if lines else {}
-            if lines and header.get("settings") != settings:
-                changed = sorted(
-                    k
-                    for k in set(settings) | set(header.get("settings", {}))
-                    if settings.get(k) != header.get("settings", {}).get(k)
-                )
-                raise CheckpointError(
-                    f"{path} was made with other settings ({', '.join(changed)}); its work cannot be reused: "
-                    "resume with the original settings, or start over with --overwrite"
-                )
-            for line in lines[1:]:
-                entry = json.loads(line)
-                self.entries[entry["key"]] = _generation(entry)
-            self._handle = open(path, "ab")
-            if not lines:
+            _drop_torn_tail(path)
+            with open(path, "rb") as handle:
+                header_line = handle.readline()
+                header = json.loads(header_line) if header_line else {}
+                if header_line and header.get("settings") != settings:
+                    changed = sorted(
+                        k
+                        for k in set(settings) | set(header.get("settings", {}))
+                        if settings.get(k) != header.get("settings", {}).get(k)
+                    )
+                    raise CheckpointError(
+                        f"{path} was made with other settings ({', '.join(changed)}); its work cannot be reused: "
+                        "resume with the original settings, or start over with --overwrite"
+                    )
+                self._offsets.put_many(_entry_offsets(handle, len(header_line)))
+            self._file = LineFile(path, append=True)
+            if not header_line:
                 self._write({"bon_cache": 1, "settings": settings})
         else:
-            self._handle = open(path, "wb")
+            self._file = LineFile(path)
             self._write({"bon_cache": 1, "settings": settings})
 
     def _write(self, obj: dict) -> int:
-        offset = self._handle.tell()
-        self._handle.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
-        self._handle.flush()
-        return offset
+        return self._file.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
-    def get(self, key: str, keep: bool = False) -> Generation | None:
-        # Each request is asked once per run (seeds follow its place in the work), so a
-        # replayed entry is dropped — memory shrinks as a resumed run catches up — unless
-        # it will be asked again (`keep`: sampled candidates, replayed in the judge phase).
-        return self.entries.get(key) if keep else self.entries.pop(key, None)
-
-    def replay(self, key: str) -> Generation | None:
-        """An entry written in this run with `index=True`, read back from the file."""
-        if key in self.entries:
-            return self.get(key)
-        offset = self.offsets.pop(key, None)
-        if offset is None:
-            return None
+    def _read(self, offset: int) -> Generation:
         if self._reader is None:
             self._reader = open(self.path, "rb")
         self._reader.seek(offset)
         return _generation(json.loads(self._reader.readline()))
 
+    def get(self, key: str, keep: bool = False) -> Generation | None:
+        # Each request is asked once per run (seeds follow its place in the work), so a
+        # replayed entry is forgotten unless it will be asked again (`keep`: sampled
+        # candidates, replayed in the judge phase).
+        found = self._offsets.get(bytes.fromhex(key)) if keep else self._offsets.pop(bytes.fromhex(key))
+        return None if found is None else self._read(found[0])
+
+    def replay(self, key: str) -> Generation | None:
+        """A sampled entry (resumed, or written in this run with `index=True`), read back from the file."""
+        return self.get(key)
+
     def put(self, key: str, generation: Generation, index: bool = False) -> None:
-        # Written, not kept: the entries in memory are only those a resume may replay, and
-        # for `index`ed ones (sampled candidates, replayed in a judge phase) their offset.
         offset = self._write(
             {
                 "key": key,
@@ -167,19 +182,34 @@ class Sidecar:
             }
         )
         if index:
-            self.offsets[key] = offset
+            self._offsets.put(bytes.fromhex(key), offset)
 
     def sync(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        self._file.sync()
 
     def close(self, remove: bool) -> None:
-        self.sync()
-        self._handle.close()
-        if self._reader is not None:
-            self._reader.close()
+        try:
+            self.sync()
+        finally:
+            self._file.close()
+            self._offsets.close()
+            if self._reader is not None:
+                self._reader.close()
         if remove:
             self.path.unlink(missing_ok=True)
+
+
+# bon writes each entry as {"key": "<64 hex digits>", …}: its key is read without decoding the rest.
+_KEY_PREFIX = re.compile(rb'\{"key": "([0-9a-f]{64})"')
+
+
+def _entry_offsets(handle: IO[bytes], offset: int):
+    """(key, where its entry starts, 0) for each entry of a sidecar, from `offset` on."""
+    for line in handle:
+        found = _KEY_PREFIX.match(line)
+        key = found.group(1).decode() if found else json.loads(line)["key"]
+        yield bytes.fromhex(key), offset, 0
+        offset += len(line)
 
 
 class CachedEngine(EngineWrapper):
@@ -265,9 +295,10 @@ class Manifest:
     """OUTPUT.manifest.json, rewritten whole (atomically) at the start, at every progress tick
     (`update`, from RunProgress's timer thread) and at the end of a run.
 
-    Besides the run's settings it records where the run lives — host, pid, working directory,
-    and the Slurm job when there is one — so `bon status` can tell a running job from a dead
-    one and print a resume command that works from any directory.
+    Besides the run's settings it records where the run lives — host, pid (with the process's
+    start time, so a pid the system reused is not taken for the run), working directory, and
+    the Slurm job when there is one — so `bon status` can tell a running job from a dead one
+    and print a resume command that works from any directory.
     """
 
     def __init__(self, path: Path, content: dict[str, Any], update_every: float = DEFAULT_LOG_EVERY):
@@ -284,6 +315,7 @@ class Manifest:
             "update_every": update_every,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "pid_started": process_started(os.getpid()),
             "cwd": os.getcwd(),
             "slurm_job": _slurm_job(),
         } | content
@@ -295,7 +327,10 @@ class Manifest:
             if self.content["status"] != "running":
                 return  # a late tick must not overwrite the final state
             self.content |= {"progress": progress, "updated": _now()}
-            self._write()
+            try:
+                self._write()
+            except OutputError:  # a tick is best effort: the run itself says what cannot be written
+                pass
 
     def finish(self, status: str, counts: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
         assert status in STATES, status
@@ -308,12 +343,27 @@ class Manifest:
 
     def _write(self) -> None:
         partial = self.path.with_name(self.path.name + ".tmp")
-        partial.write_text(json.dumps(self.content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(partial, self.path)
+        try:
+            partial.write_text(json.dumps(self.content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            os.replace(partial, self.path)
+        except OSError as exc:  # the previous manifest stays whole
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise OutputError(exc, self.path) from None
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def process_started(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (/proc/PID/stat, field 22): with the
+    pid it names one process, where the pid alone may since name another. None off Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[19])  # fields from the 3rd on follow the name's ")"
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _slurm_job() -> str | None:

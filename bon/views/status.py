@@ -4,7 +4,9 @@ Reads OUTPUT.manifest.json, which a run rewrites at every progress tick. A manif
 "running" until the run ends, so a process that was killed outright (SIGKILL, out of memory,
 a lost node) leaves it saying so; status checks: on the same host the pid must be alive, on
 another host the manifest must have been updated within a few ticks. Otherwise the job is
-reported as interrupted, with the command that resumes it.
+reported as interrupted, with the command that resumes it. A pid alone may since have been
+given to another process: where the manifest has the run's start time (`pid_started`,
+Linux), the live process must have started then too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from bon.config import DEFAULT_LOG_EVERY
-from bon.runs.checkpoint import MANIFEST_SUFFIX, manifest_path, resume_command
+from bon.runs.checkpoint import MANIFEST_SUFFIX, manifest_path, process_started, resume_command
 from bon.runs.progress import duration, status_line
 
 
@@ -51,9 +53,12 @@ def job_state(manifest: dict[str, Any]) -> tuple[str, str]:
         return state, ""
     host, pid = manifest.get("host"), manifest.get("pid")
     if host == socket.gethostname() and isinstance(pid, int):
-        if _pid_alive(pid):
-            return "running", ""
-        return "interrupted", f"process {pid} on {host} is gone: killed, or the machine went down"
+        if not _pid_alive(pid):
+            return "interrupted", f"process {pid} on {host} is gone: killed, or the machine went down"
+        started = manifest.get("pid_started")
+        if started is not None and process_started(pid) not in (started, None):
+            return "interrupted", f"process {pid} on {host} is gone (its pid now belongs to another process)"
+        return "running", ""
     age, every = _age(manifest.get("updated")), float(manifest.get("update_every") or DEFAULT_LOG_EVERY)
     if age is not None and age > 3 * every + 60:
         return "interrupted", (
