@@ -254,6 +254,54 @@ ROLE_SERVERS = [
         metavar="NAME",
     ),
 ]
+# A second, stronger judge for the matches the judge's votes leave in doubt: its backend
+# options are named like the judge's (--escalate-base-url beside --judge-base-url).
+ESCALATE = [
+    flag(
+        "escalate_judge",
+        str | None,
+        None,
+        "A stronger judge (e.g. RRM-32B) for every match whose --judge votes do not all agree; "
+        "it decides those within the match's vote budget. Needs --votes 2 or more.",
+        MODELS,
+        show="none",
+        metavar="MODEL",
+    ),
+    flag(
+        "escalate_backend",
+        str | None,
+        None,
+        "Backend for the escalation judge (overrides --backend).",
+        MODELS,
+        show="--backend",
+    ),
+    flag(
+        "escalate_base_url",
+        list[str] | None,
+        None,
+        "Server for the escalation judge (overrides --base-url).",
+        SERVERS,
+        show="--base-url",
+        metavar="URL",
+    ),
+    flag(
+        "escalate_api_key_env",
+        str | None,
+        None,
+        "Variable holding the escalation judge server's API key (overrides --api-key-env).",
+        SERVERS,
+        show="--api-key-env",
+        metavar="NAME",
+    ),
+    flag(
+        "escalate_engine_args",
+        str | None,
+        None,
+        "Any other engine argument for the escalation judge, as JSON in vLLM's names.",
+        VLLM,
+        show="none",
+    ),
+]
 # Options bon no longer has, still parsed so that an old script gets one line saying what
 # replaced them (exit 2) rather than a usage box, or a silent change of behaviour.
 REMOVED = {
@@ -494,20 +542,35 @@ def make_roles(params: dict, given: set[str], sample: bool, select: bool, engine
         )
     if select:
         backend, options = resolved["judge"]
-        roles["judge"] = judge_role(params, backend, options, engine)
+        escalate = None
+        if params.get("escalate_judge"):
+            escalate_backend, escalate_options = role_options(params, given, "escalate")
+            own = {k: v for k, v in escalate_options.items() if f"escalate_{k}" in given or k == "engine_args"}
+            shared_given = {k: v for k, v in escalate_options.items() if k not in own}
+            escalate = judge_role(
+                params,
+                escalate_backend,
+                own | applicable(escalate_backend, shared_given),
+                engine,
+                model=params["escalate_judge"],
+            )
+        roles["judge"] = judge_role(params, backend, options, engine, escalate=escalate)
     return roles.get("policy"), roles.get("judge")
 
 
-def judge_role(params: dict, backend: str | None, options: dict, engine: dict):
+def judge_role(params: dict, backend: str | None, options: dict, engine: dict, model: str | None = None, escalate=None):
+    """The judge the flags describe (`model`: another model with the judge's decoding and
+    template, as the escalation judge is)."""
     from bon.runs.roles import Judge as JudgeRole
 
     return JudgeRole(
-        params["judge"],
+        model or params["judge"],
         backend,
         seed=params["seed"],
         **engine,
         **decoding(params, JudgeSampling),
         template=params["judge_template"],
+        escalate=escalate,
         **options,
     )
 

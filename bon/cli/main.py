@@ -28,6 +28,7 @@ from bon.cli.args import (
     BACKEND_FLAGS,
     CONCURRENCY,
     DEBUG,
+    ESCALATE,
     INPUT,
     IO,
     IO_FLAGS,
@@ -93,6 +94,7 @@ def _main(
     JUDGE,
     BACKEND,
     ROLE_SERVERS,
+    ESCALATE,
     TOURNAMENT_FLAGS,
     BACKEND_FLAGS,
     POLICY_ENGINE_ARGS,
@@ -114,7 +116,19 @@ def sample(ctx: typer.Context, params: dict) -> None:
     _execute(ctx, params, sample=True, select=False)
 
 
-@command(app, "select", INPUT, JUDGE, BACKEND, TOURNAMENT_FLAGS, BACKEND_FLAGS, JUDGE_ENGINE_ARGS, IO_FLAGS, JOB_FLAGS)
+@command(
+    app,
+    "select",
+    INPUT,
+    JUDGE,
+    BACKEND,
+    ESCALATE,
+    TOURNAMENT_FLAGS,
+    BACKEND_FLAGS,
+    JUDGE_ENGINE_ARGS,
+    IO_FLAGS,
+    JOB_FLAGS,
+)
 def select(ctx: typer.Context, params: dict) -> None:
     """Only the tournament, for records that carry candidates (`bon sample … | bon select -`)."""
     _execute(ctx, params, sample=False, select=True)

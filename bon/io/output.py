@@ -47,6 +47,7 @@ class RecordedVote:
     completion_tokens: int | None = None  # None: the server counted per request, not per vote
     reason: str | None = None  # why an invalid vote is invalid: truncated, no_verdict, bad_verdict
     truncated_input: bool = False  # the judge saw shortened answers
+    judge: str | None = None  # which judge voted, in runs with an escalation judge
 
     @classmethod
     def from_json(cls, vote: Mapping[str, Any]) -> RecordedVote:
@@ -58,6 +59,7 @@ class RecordedVote:
             vote.get("completion_tokens"),
             vote.get("reason"),
             bool(vote.get("truncated_input")),
+            vote.get("judge"),
         )
 
     @property
@@ -97,6 +99,8 @@ class RecordedMatch:
     tally: Tally = Tally()
     votes: tuple[RecordedVote, ...] = ()
     votes_saved: int = 0  # votes early stopping did not need to draw
+    judge: str | None = None  # runs with an escalation judge: the judge that decided the match
+    escalated: bool = False  # the first judge's votes left it in doubt; the escalation judge decided
 
     @classmethod
     def from_json(cls, match: Mapping[str, Any], round: int, position: int) -> RecordedMatch:
@@ -111,6 +115,8 @@ class RecordedMatch:
             Tally(tally.get("a", 0), tally.get("b", 0), tally.get("invalid", 0)),
             tuple(RecordedVote.from_json(v) for v in _tuple(match.get("votes"))),
             match.get("votes_saved") or 0,
+            match.get("judge"),
+            bool(match.get("escalated")),
         )
 
     @property

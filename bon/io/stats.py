@@ -38,6 +38,9 @@ class Summary:
     winners: Counter = field(default_factory=Counter)
     length_votes: int = 0  # valid votes between candidates of different lengths
     longer_wins: int = 0
+    two_judge_matches: int = 0  # judged matches of runs with an escalation judge
+    escalations: int = 0  # of those, the ones the escalation judge decided
+    escalation_samples: int = 0  # the escalation judge's votes
 
     def add(self, record: OutputRecord | dict[str, Any]) -> None:
         record = OutputRecord.of(record)
@@ -64,6 +67,12 @@ class Summary:
                     self.longer_wins += vote.verdict == longer
             if match.judged:
                 self.judged_matches += 1
+                if match.judge is not None:
+                    self.two_judge_matches += 1
+                    self.escalations += match.escalated
+                    self.escalation_samples += (
+                        sum(v.judge == match.judge for v in match.votes) if match.escalated else 0
+                    )
                 self.tiebreaks += match.decided_by == "tiebreak"
                 disagree = orders_disagree(match)
                 if disagree is not None:
@@ -88,7 +97,15 @@ class Summary:
             "order_disagreements": self.order_disagreements,
             "longer_win_rate": rate(self.longer_wins, self.length_votes),
             "winner_index": {str(k): v for k, v in sorted(self.winners.items())},
-        }
+        } | (
+            {
+                "escalations": self.escalations,
+                "escalation_rate": rate(self.escalations, self.two_judge_matches),
+                "escalation_samples": self.escalation_samples,
+            }
+            if self.two_judge_matches
+            else {}
+        )
 
     def line(self) -> str:
         """The short form for the end of a run."""
@@ -106,6 +123,8 @@ class Summary:
             parts.append(f"first position wins {figures['first_position_win_rate']:.0%}")
         if figures["tiebreak_rate"]:
             parts.append(f"tiebreaks {figures['tiebreak_rate']:.0%}")
+        if self.two_judge_matches:
+            parts.append(f"{self.escalations} matches escalated ({self.escalation_samples} escalation judge samples)")
         return ", ".join(parts)
 
 

@@ -20,6 +20,7 @@ from bon.tournament import Ask, Vote, derive_seed
 from bon.tournament.answers import Checker, group_answers, team_of
 from bon.tournament.strategy import Strategy, Tournament
 from bon.tournament.verdict import parse_verdict
+from bon.tournament.voting import Escalating
 
 
 @dataclass
@@ -175,8 +176,11 @@ class Referee:
         tournament: TournamentConfig,
         on_generation=None,
         on_match=None,
+        escalate=None,
     ):
         self.engine, self.template, self.sampling, self.tournament = engine, template, sampling, tournament
+        # --escalate-judge: a bon.Judge whose engine loads on the first match in doubt
+        self.escalate = escalate
         self.on_generation = on_generation  # progress callback(samples, completion_tokens, invalid votes)
         self.on_match = on_match  # progress callback(match)
         # Answer-aware tournaments: built once, so a missing math-verify fails before any work.
@@ -235,10 +239,27 @@ class Referee:
 
         return ask
 
+    def escalation_asker(self, record: Record, usage: Usage) -> Ask:
+        """The escalation judge's `ask` for one record: its engine is loaded by the first
+        match that needs it (a run whose first judge always agrees never loads it)."""
+        escalate, asks = self.escalate, {}
+
+        async def ask(first: int, second: int, k: int, seed: int) -> list[Vote]:
+            if "ask" not in asks:
+                engine = await escalate.engine()
+                referee = Referee(engine, escalate.template, escalate.sampling, self.tournament, self.on_generation)
+                assert record.candidates is not None
+                asks["ask"] = referee.asker(record.question, record.candidates, usage, position=record.line)
+            return await asks["ask"](first, second, k, seed)
+
+        return ask
+
     async def select(self, record: Record) -> Usage:
         assert record.candidates is not None
         usage = Usage()
         ask = self.asker(record.question, record.candidates, usage, position=record.line)
+        if self.escalate is not None:
+            ask = Escalating(ask, self.escalation_asker(record, usage), (self.engine.name, self.escalate.config.model))
         result = await play(
             self.strategy, record.candidates, ask, self.tournament, record.id, self.checker, self.on_match
         )

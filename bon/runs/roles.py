@@ -280,17 +280,28 @@ class Judge(Role):
         top_p: float = defaults.JUDGE_TOP_P,
         max_tokens: int = defaults.JUDGE_MAX_TOKENS,
         template: str | Path | None = None,
+        escalate: Judge | None = None,
         **options: Any,
     ):
         super().__init__(model, backend, **options)
         self.sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
         self.template_path = None if template is None else Path(template)
         self.template = judge_template(self.template_path)
+        # A second (stronger) judge for the matches this one's votes leave in doubt; its
+        # engine loads on the first such match and closes with this judge.
+        self.escalate = escalate
 
     def referee(self, engine: Engine, tournament: TournamentConfig, on_generation=None, on_match=None):
         from bon.runs.judge import Referee
 
-        return Referee(engine, self.template, self.sampling, tournament, on_generation, on_match)
+        if self.escalate is not None and tournament.votes < 2:
+            raise UsageError("an escalation judge needs --votes 2 or more: a single vote always agrees with itself")
+        return Referee(engine, self.template, self.sampling, tournament, on_generation, on_match, self.escalate)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self.escalate is not None:
+            await self.escalate.aclose()
 
     async def aselect(self, question: str, candidates: list[str], *, id: str | int = 0, **tournament: Any) -> Selection:
         """The best of `candidates` by this judge's tournament (keywords: TournamentConfig's)."""

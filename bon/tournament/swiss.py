@@ -40,7 +40,7 @@ from bon.tasks import gather
 from bon.tournament.elo import RoundRobin, bradley_terry
 from bon.tournament.seeds import derive_seed
 from bon.tournament.strategy import Tournament
-from bon.tournament.voting import Ask, Match, Vote, capped, decide_match
+from bon.tournament.voting import Ask, Match, capped, counting, decide_match
 
 DOUBT = 0.2  # a rival is in doubt while the fit gives it this chance of beating the leader
 
@@ -116,10 +116,11 @@ async def swiss(
     rounds: list[list[Match]] = []
     decided = True
 
-    async def counted(first: int, second: int, k: int, seed: int) -> list[Vote]:
+    def spend(samples: int) -> None:
         nonlocal spent
-        spent += k  # what was asked for is spent, whatever comes back
-        return await ask(first, second, k, seed)
+        spent += samples  # what was asked for is spent, whatever comes back
+
+    counted = counting(ask, spend)
 
     async def play(round_no: int, slot: int, a: int, b: int, cap: int) -> Match:
         match = await decide_match(

@@ -35,6 +35,7 @@ class Vote:
     completion_tokens: int | None
     reason: str | None = None  # why the vote is invalid: truncated, no_verdict, bad_verdict
     truncated_input: bool = False  # the judge saw shortened answers (they did not fit its context)
+    judge: str | None = None  # which judge voted, where a match may have two (--escalate-judge)
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -48,6 +49,8 @@ class Vote:
             out["reason"] = self.reason
         if self.truncated_input:
             out["truncated_input"] = True
+        if self.judge is not None:
+            out["judge"] = self.judge
         return out
 
 
@@ -63,13 +66,17 @@ class Match:
     decided_by: str
     votes: list[Vote] = field(default_factory=list)
     votes_saved: int = 0  # votes early stopping did not need to draw
+    judge: str | None = None  # with --escalate-judge: the judge that decided it
+    escalated: bool = False  # the first judge's votes left it in doubt; the escalation judge decided
 
     @property
     def tally(self) -> dict[str, int]:
+        """The deciding judge's votes counted (every vote, where the match has one judge)."""
+        votes = [v for v in self.votes if self.judge is None or v.judge == self.judge]
         return {
-            "a": sum(v.verdict == self.a for v in self.votes),
-            "b": sum(v.verdict == self.b for v in self.votes if self.b is not None),
-            "invalid": sum(v.verdict is None for v in self.votes),
+            "a": sum(v.verdict == self.a for v in votes),
+            "b": sum(v.verdict == self.b for v in votes if self.b is not None),
+            "invalid": sum(v.verdict is None for v in votes),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -80,7 +87,36 @@ class Match:
             "tally": self.tally,
             "decided_by": self.decided_by,
             "votes": [v.to_json() for v in self.votes],
-        } | ({"votes_saved": self.votes_saved} if self.votes_saved else {})
+        } | (
+            ({"votes_saved": self.votes_saved} if self.votes_saved else {})
+            | ({"judge": self.judge} if self.judge is not None else {})
+            | ({"escalated": True} if self.escalated else {})
+        )
+
+
+class Escalating:
+    """An `ask` (the judge) that carries a second judge for the matches its votes leave in
+    doubt (`--escalate-judge`): called, it asks the first judge; `decide_match` turns to
+    `escalate` when the first judge's votes do not all agree. `names`: the two judges, for the trace."""
+
+    def __init__(self, ask: Ask, escalate: Ask, names: tuple[str, str]):
+        self.ask, self.escalate, self.names = ask, escalate, names
+
+    async def __call__(self, first: int, second: int, k: int, seed: int) -> list[Vote]:
+        return await self.ask(first, second, k, seed)
+
+
+def counting(ask: Ask, spend: Callable[[int], None]) -> Ask:
+    """`ask`, telling `spend` how many samples each call asks for (either judge's, when it escalates)."""
+
+    async def counted_by(inner: Ask, first: int, second: int, k: int, seed: int) -> list[Vote]:
+        spend(k)
+        return await inner(first, second, k, seed)
+
+    if isinstance(ask, Escalating):
+        first, second = ask.ask, ask.escalate
+        return Escalating(lambda *call: counted_by(first, *call), lambda *call: counted_by(second, *call), ask.names)
+    return lambda *call: counted_by(ask, *call)
 
 
 def capped(config: TournamentConfig, samples: int) -> TournamentConfig:
@@ -100,6 +136,8 @@ def split_votes(votes: int, extra_to_a_first: bool) -> tuple[int, int]:
 async def decide_match(
     a: int, b: int, ask: Ask, config: TournamentConfig, match_seed: int, extra_to_a_first: bool = True
 ) -> Match:
+    if isinstance(ask, Escalating):
+        return await escalating_match(a, b, ask, config, match_seed, extra_to_a_first)
     waves = 0
     shown_a_first = shown_b_first = 0
 
@@ -147,3 +185,40 @@ async def decide_match(
 
 def _lead(votes: list[Vote], a: int, b: int) -> int:
     return sum(v.verdict == a for v in votes) - sum(v.verdict == b for v in votes)
+
+
+async def escalating_match(
+    a: int, b: int, ask: Escalating, config: TournamentConfig, match_seed: int, extra_to_a_first: bool
+) -> Match:
+    """The first judge draws the match's `votes`; where every one is valid and for the same
+    side, it decides. Otherwise the escalation judge plays the match as `decide_match` does
+    (its votes, extra votes while no side leads, the coin) within what is left of the match's
+    vote budget, which counts both judges' samples; with nothing left, the first judge's
+    votes decide as they would alone."""
+    first_judge, second_judge = ask.names
+    first = await decide_match(a, b, ask.ask, replace(config, max_votes=config.votes), match_seed, extra_to_a_first)
+    for vote in first.votes:
+        vote.judge = first_judge
+    tally = first.tally
+    if tally["invalid"] == 0 and 0 in (tally["a"], tally["b"]) and first.decided_by == MAJORITY:
+        first.judge = first_judge
+        return first
+    left = config.vote_budget - len(first.votes)
+    if left < 1:
+        first.judge = first_judge
+        return first
+    second = await decide_match(
+        a, b, ask.escalate, capped(config, left), derive_seed(match_seed, "escalate"), extra_to_a_first
+    )
+    for vote in second.votes:
+        vote.judge = second_judge
+    return Match(
+        a,
+        b,
+        second.winner,
+        second.decided_by,
+        first.votes + second.votes,
+        first.votes_saved + second.votes_saved,
+        judge=second_judge,
+        escalated=True,
+    )

@@ -65,6 +65,12 @@ def render_summary(summary: Summary) -> Table:
         table.add_row(f"  {reason}", f"{count} ({percent(rate(count, figures['judge_samples']))})")
     table.add_row("judged matches", str(figures["judged_matches"]))
     table.add_row("tiebreak rate", percent(figures["tiebreak_rate"]))
+    if "escalations" in figures:
+        table.add_row(
+            "escalated matches",
+            f"{figures['escalations']} ({percent(figures['escalation_rate'])}), "
+            f"{figures['escalation_samples']} escalation judge samples",
+        )
     table.add_row("first-position win rate", percent(figures["first_position_win_rate"]) + "  (0.5 = no position bias)")
     table.add_row(
         "order disagreement", f"{percent(figures['order_disagreement_rate'])} of matches decided in both orders"
@@ -223,14 +229,16 @@ def match_label(match: RecordedMatch, best: int | None) -> Text:
         f"  {tally.a}–{tally.b}",
         f" ({tally.invalid} invalid)" if tally.invalid else "",
         f"  {match.decided_by}",
+        (f"  escalated to {match.judge}", "yellow") if match.escalated else "",
     )
 
 
 def vote_label(number: int, match: RecordedMatch, vote: RecordedVote) -> Text:
     """One line for vote `number` of a match: who was shown first and what it chose."""
     verdict = f"→ #{vote.verdict}" if vote.valid else f"invalid: {vote.reason}"
+    by = f"  ({vote.judge})" if vote.judge is not None and match.escalated else ""
     return Text(
-        f"vote {number}: #{vote.first} shown first, #{match.second(vote)} second  {verdict}",
+        f"vote {number}: #{vote.first} shown first, #{match.second(vote)} second  {verdict}{by}",
         style="" if vote.valid else "red",
     )
 
