@@ -426,3 +426,80 @@ def test_serve_help_groups_its_options_in_panels():
     for option in ("--max-concurrency", "--max-queue", "--server-key-env", "--traces", "--drain-timeout", "--limit-n"):
         assert option in result.output
     assert "--keep-alive" not in result.output
+
+
+@pytest.fixture(scope="module")
+def vllm_server(smollm2, tmp_path_factory):
+    from test_openai_engine import VllmServer
+
+    server = VllmServer(smollm2, tmp_path_factory.mktemp("vllm"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_over_a_real_vllm_serve_as_upstream(vllm_server, tmp_path):
+    """SmolLM2 behind `vllm serve` as both policy and judge: the answer is one of its real candidates."""
+    server = Served(
+        tmp_path,
+        "--policy",
+        "smol",
+        "--judge",
+        "smol",
+        "--backend",
+        "openai",
+        "--base-url",
+        vllm_server.url,
+        "--no-request-seed",
+        "-n",
+        "2",
+        "--votes",
+        "1",
+        "--policy-max-tokens",
+        "16",
+        "--judge-max-tokens",
+        "16",
+    )
+    try:
+        answer = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=600).chat.completions.create(
+            model="bon", messages=[{"role": "user", "content": "Name a fruit."}]
+        )
+        record = answer.model_extra["bon"]
+        assert len(record["candidates"]) == 2 and answer.choices[0].message.content in record["candidates"]
+        assert record["tournament"]["judge"] == "openai:smol" and record["sampling"]["policy"] == "openai:smol"
+        assert answer.usage.completion_tokens >= record["sampling"]["completion_tokens"] > 0
+        health = httpx.get(f"{server.root}/health").json()
+        assert health["status"] == "ok" and health["upstreams"]["judge"]["base_urls"] == [vllm_server.url]
+    finally:
+        assert server.stop() == 0
+    assert_clean(server.log())
+
+
+def test_the_app_mounts_in_an_existing_fastapi_app(scripted, tmp_path):
+    """The library entry point: bon.serve.create_app, mounted under a path of another app
+    (whose lifespan does not start it: it starts on its first request)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    import bon
+    from bon.serve import create_app
+
+    app = create_app(
+        policy=bon.Policy("p", backend="scripted"),
+        judge=bon.Judge("j", backend="scripted"),
+        n=3,
+        votes=1,
+        traces=tmp_path / "traces.jsonl",
+    )
+    parent = FastAPI()
+    parent.mount("/best-of-n", app)
+    with TestClient(parent) as http:
+        answer = http.post("/best-of-n/v1/chat/completions", json={"model": "bon", "messages": ask("Mounted?")})
+        assert http.get("/best-of-n/health").json()["status"] == "ok"
+    assert answer.status_code == 200, answer.text
+    record = answer.json()["bon"]
+    assert answer.json()["choices"][0]["message"]["content"] == record["best"] and len(record["candidates"]) == 3
+    assert len(scripted.requests) == 1 + 2 * 1  # one policy request; a bracket of 3 plays 2 matches of 1 vote
+    assert read_jsonl((tmp_path / "traces.jsonl").read_text())[0]["id"] == answer.json()["id"]
