@@ -428,6 +428,25 @@ def test_serve_help_groups_its_options_in_panels():
     assert "--keep-alive" not in result.output
 
 
+def test_serve_help_at_80_columns_prints_every_option_whole_with_its_default(monkeypatch):
+    import click
+    import typer
+    from typer import rich_utils
+
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", None)
+    result = CliRunner().invoke(cli, ["serve", "--help"], env={"COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0 and max(len(line) for line in lines) <= 80
+    for param in typer.main.get_command(cli).commands["serve"].params:
+        if getattr(param, "hidden", False):
+            continue
+        for name in param.opts + param.secondary_opts:
+            if name.startswith("--"):
+                assert any(name in line.split() for line in lines), f"{name} not printed whole"
+        if isinstance(param, click.Option) and not param.is_flag and not param.required:
+            assert param.show_default not in (False, None), f"{param.name} shows no default"
+
+
 @pytest.fixture(scope="module")
 def vllm_server(smollm2, tmp_path_factory):
     from test_openai_engine import VllmServer

@@ -22,6 +22,7 @@ from typing import Any
 
 from bon import config as defaults
 from bon.config import ServeConfig
+from bon.engines.base import EngineError
 from bon.errors import UsageError
 from bon.runs.roles import Judge, Policy, tournament_config
 from bon.runs.session import Session
@@ -113,6 +114,14 @@ def create_app(policy: Policy | None = None, judge: Judge | None = None, **setti
         data, content_type = metrics.exposition()
         return Response(data, media_type=content_type)
 
+    async def _started() -> None:
+        """At once, unless the app is mounted in one that ran no lifespan for it: then the
+        first request loads the engines."""
+        try:
+            await service.start()
+        except EngineError as exc:
+            raise RequestError(503, f"the models could not load: {exc}") from None
+
     async def handle(request: Request, kind: str) -> Any:
         endpoint = request.url.path
         arrived = time.monotonic()
@@ -124,11 +133,11 @@ def create_app(policy: Policy | None = None, judge: Judge | None = None, **setti
                 raise RequestError(400, "the request body is not JSON") from None
             ask = parse(body, kind, request_defaults)
             record = service.record(ask)
+            await _started()
             service.admit()
         except RequestError as exc:
             return error(exc, endpoint)
         response_id = new_id(kind)
-        await service.start()  # at once, unless the app is mounted in one that ran no lifespan for it
         work = service.start_selection(ask, record, response_id)
         left = asyncio.ensure_future(_disconnected(request))
         try:
