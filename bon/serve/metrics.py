@@ -37,6 +37,7 @@ class Metrics:
             registry=registry,
         )
         self._recent: deque[tuple[float, str, int]] = deque()  # (when, role, completion tokens)
+        self._in_window = {"policy": 0, "judge": 0}  # their sums, kept as entries come and go
         rate = Gauge(
             "bon_completion_tokens_per_second",
             f"Completion tokens per second over the last {TOKEN_RATE_WINDOW:g} s, by role.",
@@ -49,8 +50,13 @@ class Metrics:
     def _rate(self, role: str) -> float:
         cutoff = time.monotonic() - TOKEN_RATE_WINDOW
         while self._recent and self._recent[0][0] < cutoff:
-            self._recent.popleft()
-        return sum(t for _, r, t in self._recent if r == role) / TOKEN_RATE_WINDOW
+            _, old_role, tokens = self._recent.popleft()
+            self._in_window[old_role] -= tokens
+        return self._in_window[role] / TOKEN_RATE_WINDOW
+
+    def _add_recent(self, now: float, role: str, tokens: int) -> None:
+        self._recent.append((now, role, tokens))
+        self._in_window[role] += tokens
 
     def answered(self, endpoint: str, status: int, seconds: float | None = None) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -68,14 +74,14 @@ class Metrics:
             self.candidates.inc(len(record.get("candidates") or ()))
             self.tokens.labels("policy", "prompt").inc(sampling.get("prompt_tokens") or 0)
             self.tokens.labels("policy", "completion").inc(sampling.get("completion_tokens") or 0)
-            self._recent.append((now, "policy", sampling.get("completion_tokens") or 0))
+            self._add_recent(now, "policy", sampling.get("completion_tokens") or 0)
         usage = record.get("usage") or {}
         if usage:
             self.judge_samples.inc(usage.get("judge_samples") or 0)
             self.invalid_votes.inc(usage.get("invalid_votes") or 0)
             self.tokens.labels("judge", "prompt").inc(usage.get("judge_prompt_tokens") or 0)
             self.tokens.labels("judge", "completion").inc(usage.get("judge_completion_tokens") or 0)
-            self._recent.append((now, "judge", usage.get("judge_completion_tokens") or 0))
+            self._add_recent(now, "judge", usage.get("judge_completion_tokens") or 0)
         self._rate("policy")  # prunes the window, so memory stays flat without scrapes too
 
     def exposition(self) -> tuple[bytes, str]:
