@@ -81,6 +81,7 @@ def served(tmp_path_factory):
             "BON_TEST_SLOW_ON": SLOW,
             "BON_TEST_SLOW_LATENCY": "0.4",
             "BON_TEST_SLOW_LOG": str(tmp / "slow.log"),
+            "BON_TEST_FAIL_ON": "[reject]",
         },
     )
     server.traces = tmp / "traces.jsonl"
@@ -264,6 +265,7 @@ def test_bad_requests_get_400_naming_the_problem(served):
         ({"model": "bon", "messages": ask("hi"), "bon": {"strategy": "chess"}}, "chess"),
         ({"model": "bon", "messages": ask("hi"), "bon": {"colour": "red"}}, "colour"),
         ({"model": "bon", "messages": ask("hi"), "n": 2}, "one choice"),
+        ({"model": "bon", "messages": ask("[reject] this one")}, "scripted: rejected a request"),  # the engine's reason
     ]
     for body, words in cases:
         extension = body.pop("bon", None)
