@@ -86,9 +86,9 @@ RESUME = """
 import sys
 from pathlib import Path
 from bon.runs.checkpoint import Sidecar
-path, keys = Path(sys.argv[1]), open(sys.argv[2]).read().split()
+path, keys = Path(sys.argv[1]), open(sys.argv[2])  # the keys are read one by one: they are not the sidecar's memory
 sidecar = Sidecar(path, {"seed": 0}, resume=True)
-assert all(sidecar.get(key) is not None for key in keys), "an entry was not found"
+assert all(sidecar.get(key.strip()) is not None for key in keys), "an entry was not found"
 sidecar.close(remove=False)
 """
 
