@@ -37,6 +37,7 @@ BUILTIN: dict[str, list[tuple[str, str]]] = {
         ("knockout", "bon.tournament.knockout:Knockout"),
         ("elo", "bon.tournament.elo:RoundRobin"),
         ("swiss", "bon.tournament.swiss:Swiss"),
+        ("pool", "bon.tournament.pool:Pool"),
     ],
 }
 

@@ -192,6 +192,77 @@ def score(
     )
 
 
+def curve(
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="A pool run (bon select --strategy pool) with reference answers, or -.", show_default=False
+        ),
+    ],
+    reference_field: Annotated[str, typer.Option(help="Field holding the reference answer.")] = "answer",
+    check: Annotated[
+        AnswerCheck,
+        typer.Option(
+            help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify."
+        ),
+    ] = "exact",
+    budget: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--budget",
+            min=1,
+            help="A swiss budget to replay, in judge samples per query (repeatable).",
+            show_default="(n-1) × 1, 1.5, 2, 3",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The replayed tournaments' seed (a live run with it plays the same).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help='Also draw the curves into this PNG (needs matplotlib: pip install "bon[plot]").',
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Accuracy per judge sample and token: every strategy replayed from one pool run.
+
+    Knockout at 1/3/5 votes (also with early stopping and answer-aware), elo, and swiss at
+    several budgets, each replayed from the pool's recorded votes (no judge call), beside
+    the pool's own pick, the majority vote of final answers and the oracle (pass@N)."""
+    from bon.tournament.answers import Checker
+    from bon.views.curve import PLOT_INSTALL, render_table
+    from bon.views.curve import curve as make_curve
+    from bon.views.curve import plot as draw
+
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            typer.echo(f"bon: error: --plot needs matplotlib: {PLOT_INSTALL}", err=True)
+            raise typer.Exit(2) from None
+    try:
+        checker = Checker(choice_value(check))
+    except ImportError as exc:
+        typer.echo(f"bon: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    handle = open_run(file)
+    with handle:
+        try:
+            figures = make_curve(run_records(handle, file), reference_field, checker, budget, seed, source=file)
+        except UsageError as exc:
+            typer.echo(f"bon: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+    else:
+        render_table(figures, file)
+    if plot is not None:
+        draw(figures, str(plot))
+        typer.echo(f"bon: curves drawn in {plot}", err=True)
+
+
 def merge(
     files: Annotated[list[Path], typer.Argument(help="Shard outputs (from --shard I/N runs).", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="The merged file.", show_default=False)],
@@ -442,6 +513,7 @@ def plugins(
 COMMANDS = {
     "show": show,
     "score": score,
+    "curve": curve,
     "merge": merge,
     "status": status,
     "pairs": pairs,

@@ -88,6 +88,9 @@ class Strategy(ABC):
 
     name: ClassVar[str]  # the --strategy value, and `tournament.strategy` in records
     summary: ClassVar[str]  # a phrase for --strategy's help: "n-1 matches"
+    # Every match spends what it asks for whatever the judge says (no extra votes on ties or
+    # invalid verdicts): `bon plan` counts usual and max by playing, not as votes a match.
+    fixed_spend: ClassVar[bool] = False
 
     @abstractmethod
     async def play(

@@ -12,7 +12,9 @@ real judge disagrees with itself; that spread is what min / usual / max bracket:
 
 With `--budget`, matches may get fewer samples than `votes` and swiss plays on while its
 judge disagrees with itself, so usual is the stand-in's spend without early stopping and
-max the spend of a stand-in whose every vote is invalid (for swiss: the budget).
+max the spend of a stand-in whose every vote is invalid (for swiss: the budget). A strategy
+whose matches spend a fixed count (`fixed_spend`: the pool, 2 × votes a pair) is counted the
+same way: min, usual and max are then one figure.
 
 Records that carry candidates are planned with their own texts (identical ones never meet
 a judge; with answer grouping, their own answers form the teams); the others with `n`
@@ -105,7 +107,7 @@ class Planner:
         the spend of a judge that never gives a valid verdict (all a match or a record may)."""
         config = self.tournament
         matches, fewest = await self._play(record_id, candidates, config)
-        if config.budget is None:
+        if config.budget is None and not self.strategy.fixed_spend:
             return matches, fewest, matches * config.votes, matches * config.vote_budget
         _, usual = await self._play(record_id, candidates, replace(config, early_stop=False))
         _, most = await self._play(record_id, candidates, config, valid=False)
