@@ -423,7 +423,18 @@ class ServerOptions:
         "--no-request-seed",
         negated=True,
     )
-    max_concurrent_requests: int = 256  # requests in flight to the fleet at once
+    max_concurrent_requests: int = 256  # the most requests in flight to one endpoint, whatever is found
+    # bon's admission (bon/engines/admission.py): unset, found per endpoint while running
+    max_in_flight: int | None = setting(
+        None,
+        "Requests in flight per server endpoint; the rest wait in bon's own queue, earlier "
+        "records and deeper rounds first. Unset: found while running (grows while throughput "
+        "grows, shrinks when requests queue at the server).",
+        SERVERS,
+        min=1,
+        show="found",
+        metavar="N",
+    )
 
 
 @dataclass(frozen=True)

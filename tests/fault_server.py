@@ -4,10 +4,15 @@ It streams completions the way vLLM does (server-sent events, choices by index, 
 usage chunk) and, per request, follows a script or a failure rate: HTTP 429 (with a
 Retry-After), 500, 503, a dropped connection, a stall (headers and a first chunk, then
 silence), or a slow start. Every request body and its arrival time is recorded.
+
+With `slots=N` it is also a first-come-first-served server of N slots (what `vllm serve`
+does by default, and SGLang, and hosted APIs): N requests are answered at once, the rest
+wait their turn in arrival order, silent, and `pace` seconds pass between streamed pieces.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 import socket
@@ -36,6 +41,8 @@ class FaultyServer:
         reasoning=None,
         answer=VERDICT,
         fail_after=None,
+        slots=None,
+        pace=0.0,
     ):
         self.script = list(script)
         self.failure_rate = failure_rate
@@ -47,6 +54,13 @@ class FaultyServer:
         self.fail_after = fail_after  # answer this many requests, then 503 for good (an outage)
         self.bodies: list[dict] = []
         self.arrivals: list[float] = []
+        self.slots = slots  # None: every request at once; N: N at a time, the rest in arrival order
+        self.pace = pace  # seconds between streamed pieces (a model generating)
+        self.busy = 0  # requests holding a slot
+        self.most_busy = 0  # the most requests answered at once (waiting ones not counted)
+        self.open_counts: list[int] = []  # requests open (answered or waiting) as each one arrived
+        self.served: list[dict] = []  # bodies in the order they got a slot
+        self._turns: collections.deque[threading.Event] = collections.deque()
         self.released = threading.Event()  # ends every stall
         self.lock = threading.Lock()
         owner = self
@@ -61,7 +75,12 @@ class FaultyServer:
                     owner.bodies.append({"body": body, "auth": self.headers.get("Authorization")})
                     owner.arrivals.append(time.monotonic())
                     action = owner._next_action()
-                owner._serve(self, body, action)
+                    turn = owner._queue(body)  # in arrival order: the same lock as the arrival's record
+                owner._take_slot(body, turn)
+                try:
+                    owner._serve(self, body, action)
+                finally:
+                    owner._give_slot()
 
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
@@ -76,6 +95,31 @@ class FaultyServer:
         if self.failure_rate and self.random.random() < self.failure_rate:
             return self.random.choice([429, 500, 503])
         return 200
+
+    def _queue(self, body) -> threading.Event | None:
+        """A slot now (None), or a place in line (with `slots`, all taken): call with the lock held."""
+        self.open_counts.append(self.busy + len(self._turns) + 1)
+        if self.slots is not None and self.busy >= self.slots:
+            turn = threading.Event()
+            self._turns.append(turn)
+            return turn
+        self.busy += 1
+        return None
+
+    def _take_slot(self, body, turn: threading.Event | None):
+        """Wait for the slot (handed over in arrival order); record who got one."""
+        if turn is not None:
+            turn.wait()  # the slot is handed over by _give_slot, busy unchanged
+        with self.lock:
+            self.most_busy = max(self.most_busy, self.busy)
+            self.served.append(body)
+
+    def _give_slot(self):
+        with self.lock:
+            if self._turns:
+                self._turns.popleft().set()  # the next in line takes this slot over
+            else:
+                self.busy -= 1
 
     def _serve(self, handler, body, action):
         if action == "drop":  # the connection dies without an answer
@@ -93,7 +137,7 @@ class FaultyServer:
             return self._error(handler, 400, "Unrecognized request argument supplied: priority")
         if action not in (200, "stall", "trickle"):
             return self._error(handler, action, "busy")
-        self._stream(handler, body, stall=action == "stall", pace=0.4 if action == "trickle" else 0.0)
+        self._stream(handler, body, stall=action == "stall", pace=0.4 if action == "trickle" else self.pace)
 
     def _error(self, handler, status, message):
         data = json.dumps({"error": {"message": message, "code": status}}).encode()
@@ -161,6 +205,9 @@ class FaultyServer:
 
     def close(self):
         self.released.set()
+        with self.lock:
+            for turn in self._turns:  # nobody waits for a slot of a closed server
+                turn.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from bon.config import EngineConfig, ServerOptions
+from bon.engines.admission import Admission, Ticket
 from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest, RecordError
 from bon.engines.fleet import Endpoint, Fleet, Transient
 from bon.tasks import gather, settle
@@ -126,7 +127,10 @@ class OpenAIEngine(Engine):
             for url in urls
         ]
         self.fleet = Fleet(self.endpoints, options.give_up_after)
-        self._slots = asyncio.Semaphore(options.max_concurrent_requests)
+        # bon's own order per endpoint: only as many requests in flight as keep it busy
+        self.gates = {
+            e.url: Admission(options.max_in_flight, options.max_concurrent_requests) for e in self.endpoints
+        }
         self._n_supported = True
         self._priority_supported = True
         self._send_seed = options.request_seed
@@ -160,17 +164,16 @@ class OpenAIEngine(Engine):
         )
 
     async def _call(self, request: GenerationRequest) -> Generation:
-        async with self._slots:
-            for last_try in (False, True):
-                try:
-                    return await self.fleet.run(
-                        lambda endpoint: self._attempt(endpoint, request), f"server {self.base_url} ({self.model})"
-                    )
-                except PriorityRefused:
-                    if last_try:  # refused again without it: something else is wrong with this one
-                        raise
-                    # A server without priority scheduling: send none from now on.
-                    self._priority_supported = False
+        for last_try in (False, True):
+            try:
+                return await self.fleet.run(
+                    lambda endpoint: self._attempt(endpoint, request), f"server {self.base_url} ({self.model})"
+                )
+            except PriorityRefused:
+                if last_try:  # refused again without it: something else is wrong with this one
+                    raise
+                # A server without priority scheduling: send none from now on.
+                self._priority_supported = False
 
     def _arguments(self, request: GenerationRequest) -> dict:
         extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
@@ -189,10 +192,16 @@ class OpenAIEngine(Engine):
         )
 
     async def _attempt(self, endpoint: Endpoint, request: GenerationRequest) -> Generation:
-        """One try on one endpoint, watched: silence from the endpoint for stall_timeout
-        abandons it (Transient); request_timeout caps it."""
+        """One try on one endpoint, sent when bon's admission lets it go (bon/engines/admission.py:
+        the endpoint's requests in bon's priority order, only as many at once as keep it busy)."""
+        async with self.gates[endpoint.url].admit(request.priority) as ticket:
+            return await self._watched(endpoint, request, ticket)
+
+    async def _watched(self, endpoint: Endpoint, request: GenerationRequest, ticket: Ticket) -> Generation:
+        """One try, watched: silence from the endpoint for stall_timeout abandons it
+        (Transient); request_timeout caps it."""
         progress = {"started": time.monotonic(), "last": 0.0}
-        task = asyncio.ensure_future(self._stream(endpoint, request, progress))
+        task = asyncio.ensure_future(self._stream(endpoint, request, progress, ticket))
         stall, cap = self.options.stall_timeout, self.options.request_timeout
         try:
             while True:
@@ -218,7 +227,9 @@ class OpenAIEngine(Engine):
         finally:
             await settle([task])  # unfinished: the stream is closed and its partial output dropped
 
-    async def _stream(self, endpoint: Endpoint, request: GenerationRequest, progress: dict) -> Generation:
+    async def _stream(
+        self, endpoint: Endpoint, request: GenerationRequest, progress: dict, ticket: Ticket | None = None
+    ) -> Generation:
         choices: dict[int, _Choice] = {}
         usage = None
         counted = 0
@@ -239,6 +250,8 @@ class OpenAIEngine(Engine):
                             state.content.append(content)
                         if reasoning or content:
                             counted += 1
+                            if ticket is not None:
+                                ticket.output(1)
                             if self.on_tokens:
                                 self.on_tokens(1)
                         if choice.finish_reason:
