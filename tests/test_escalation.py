@@ -16,7 +16,7 @@ from bon.plugins import register_backend
 from bon.tournament import Vote, decide_match, knockout
 from bon.tournament.swiss import swiss
 from bon.tournament.voting import Escalating
-from conftest import read_jsonl, write_jsonl
+from conftest import read_jsonl, scripted_bon, write_jsonl
 
 runner = CliRunner()
 
@@ -195,3 +195,69 @@ def test_records_without_escalation_read_and_show_as_before():
     assert "escalations" not in summary.to_json()
     (match,) = list(next(read_output([json.dumps(record)])).matches())
     assert match.judge is None and not match.escalated and match.votes[0].judge is None
+
+
+# ---- resuming a run with an escalation judge (a process of its own, on the scripted backend)
+
+ESCALATING = ["--judge", "small", "--escalate-judge", "big", "--votes", "3", "-q"]
+COIN = {"BON_TEST_JUDGE": "coin"}  # both judges flip seeded coins: most matches escalate
+
+
+@pytest.fixture
+def eight(tmp_path):
+    rows = [{"id": i, "query": f"q{i}", "candidates": [f"answer {k} of {i}" for k in range(8)]} for i in range(6)]
+    return write_jsonl(tmp_path / "q.jsonl", rows)
+
+
+def broken_run(tmp_path, src, log):
+    """A run whose engine dies at its 60th request: OUTPUT holds a prefix, the sidecar the rest."""
+    out = tmp_path / "out.jsonl"
+    failed = scripted_bon(
+        "select", src, *ESCALATING, "-o", out, env=COIN | {"BON_TEST_BREAK_AT": "60", "BON_TEST_LOG": str(log)}
+    )
+    assert failed.returncode == 1 and "the engine died" in failed.stderr, failed.stderr
+    assert out.read_text().count("\n") < 6
+    return out
+
+
+def test_a_resume_reuses_the_escalation_judges_finished_work(tmp_path, eight):
+    reference, whole_log = tmp_path / "reference.jsonl", tmp_path / "whole.log"
+    done = scripted_bon("select", eight, *ESCALATING, "-o", reference, env=COIN | {"BON_TEST_LOG": str(whole_log)})
+    assert done.returncode == 0, done.stderr
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    out = broken_run(tmp_path, eight, first_log)
+    sidecar = [json.loads(line) for line in (tmp_path / "out.jsonl.bon-cache").read_text().splitlines()]
+    assert sidecar[0]["settings"]["judge"]["escalate_judge"] == {"judge": "big", "engine_args": None}
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["escalate_judge"]["model"] == "big" and manifest["judge"]["model"] == "small"
+
+    resumed = scripted_bon(
+        "select", eight, *ESCALATING, "-o", out, "--resume", env=COIN | {"BON_TEST_LOG": str(second_log)}
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert out.read_bytes() == reference.read_bytes()  # as if never stopped
+
+    def requests(log):  # each request by its content (the log's judge-role key)
+        return [json.loads(line)[1] for line in log.read_text().splitlines()]
+
+    before, again, whole = requests(first_log), requests(second_log), requests(whole_log)
+    assert not set(before) & set(again)  # nothing finished before was asked again, the big judge's included
+    assert sorted(before + again) == sorted(whole)  # and between them, exactly an uninterrupted run's requests
+    big_votes = [
+        vote
+        for record in read_jsonl(out.read_text())
+        for rnd in record["tournament"]["rounds"]
+        for match in rnd
+        for vote in match["votes"]
+        if vote.get("judge") == "big"
+    ]
+    assert big_votes  # the escalation judge had work to keep
+
+
+@pytest.mark.parametrize("other", [["--escalate-judge", "bigger"], []])
+def test_a_resume_with_another_escalation_judge_is_refused(tmp_path, eight, other):
+    out = broken_run(tmp_path, eight, tmp_path / "first.log")
+    flags = ["--judge", "small", "--votes", "3", "-q", *other]
+    refused = scripted_bon("select", eight, *flags, "-o", out, "--resume", env=COIN)
+    assert refused.returncode == 2, refused.stderr
+    assert "was made with other settings (judge)" in refused.stderr

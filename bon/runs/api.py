@@ -147,6 +147,11 @@ class Run:
                 **_decoding(j.sampling),
                 "engine_args": _engine_args_text(j),
             }
+            if j.escalate is not None:  # only when there is one: sidecars without stay valid
+                out["judge"]["escalate_judge"] = {
+                    "judge": j.escalate.config.model,
+                    "engine_args": _engine_args_text(j.escalate),
+                }
             out["judge_template"] = _template_hash(j.template)
         return out
 
@@ -167,6 +172,7 @@ class Run:
         self._stream, self.done, self.torn_line_dropped = open_output(output, self.config.resume, self.config.overwrite)
         settings = self.settings()
         self._sidecar = Sidecar(sidecar_path(output), settings, self.config.resume)
+        escalate = self.judge.escalate if self.judge else None
         self._manifest = Manifest(
             manifest_path(output),
             {
@@ -177,6 +183,7 @@ class Run:
                 "shard": shard_text(self.config.shard),
                 "policy": _manifest_role(self.policy),
                 "judge": _manifest_role(self.judge),
+                **({"escalate_judge": _manifest_role(escalate)} if escalate else {}),  # --escalate-judge
                 "api_key_env": _api_key_env(self.policy) or _api_key_env(self.judge) or ServerOptions.api_key_env,
                 "settings": settings,
                 "engine_log": next(
@@ -216,9 +223,14 @@ class Run:
         if judge is not None:
             on_generation = getattr(progress, "on_generation", None)
             on_match = getattr(progress, "on_match", None)
+            # The escalation judge's replies go to the sidecar too (role "escalate"), so a
+            # resume reuses them; its engine still loads on the first match in doubt.
+            escalate = self._lazy(judge.escalate, "escalate", False) if judge.escalate and self._sidecar else None
 
             def make_referee(engine):
-                return judge.referee(engine, self.tournament, on_generation, on_match)
+                return judge.referee(
+                    engine, self.tournament, on_generation, on_match, escalate.get if escalate else None
+                )
 
         pipeline = Pipeline(
             writer=RecordWriter(self._stream) if self._stream else None,

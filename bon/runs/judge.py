@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 from bon.config import SamplingConfig, TournamentConfig
@@ -177,10 +178,14 @@ class Referee:
         on_generation=None,
         on_match=None,
         escalate=None,
+        escalate_engine: Callable[[], Awaitable[Engine]] | None = None,
     ):
         self.engine, self.template, self.sampling, self.tournament = engine, template, sampling, tournament
-        # --escalate-judge: a bon.Judge whose engine loads on the first match in doubt
+        # --escalate-judge: a bon.Judge whose engine loads on the first match in doubt;
+        # `escalate_engine` (a run with a sidecar): where to get that engine instead, so
+        # its replies are kept in the sidecar and a resume reuses them
         self.escalate = escalate
+        self.escalate_engine = escalate_engine
         self.on_generation = on_generation  # progress callback(samples, completion_tokens, invalid votes)
         self.on_match = on_match  # progress callback(match)
         # Answer-aware tournaments: built once, so a missing math-verify fails before any work.
@@ -246,7 +251,7 @@ class Referee:
 
         async def ask(first: int, second: int, k: int, seed: int) -> list[Vote]:
             if "ask" not in asks:
-                engine = await escalate.engine()
+                engine = await (self.escalate_engine or escalate.engine)()
                 referee = Referee(engine, escalate.template, escalate.sampling, self.tournament, self.on_generation)
                 assert record.candidates is not None
                 asks["ask"] = referee.asker(record.question, record.candidates, usage, position=record.line)

@@ -291,12 +291,23 @@ class Judge(Role):
         # engine loads on the first such match and closes with this judge.
         self.escalate = escalate
 
-    def referee(self, engine: Engine, tournament: TournamentConfig, on_generation=None, on_match=None):
+    def referee(
+        self,
+        engine: Engine,
+        tournament: TournamentConfig,
+        on_generation=None,
+        on_match=None,
+        escalate_engine: Callable[[], Coroutine[Any, Any, Engine]] | None = None,
+    ):
+        """The Referee of `tournament` on `engine`; `escalate_engine`: where the escalation
+        judge's engine comes from (a run's, kept in its sidecar), else that judge's own."""
         from bon.runs.judge import Referee
 
         if self.escalate is not None and tournament.votes < 2:
             raise UsageError("an escalation judge needs --votes 2 or more: a single vote always agrees with itself")
-        return Referee(engine, self.template, self.sampling, tournament, on_generation, on_match, self.escalate)
+        return Referee(
+            engine, self.template, self.sampling, tournament, on_generation, on_match, self.escalate, escalate_engine
+        )
 
     async def aclose(self) -> None:
         await super().aclose()
