@@ -2,15 +2,15 @@
 
 A real `bon serve` process (this script re-run as a child, with a `bench` backend
 registered: bon's ScriptedEngine sleeping LATENCY seconds per request) answers chat
-requests from 1, 16 and 64 concurrent clients (httpx, each client sending its next
+requests from 1, 16 and 64 concurrent clients (each on its own connection, sending its next
 request as soon as its last is answered). Reported per level: time to answer (p50, p95,
 p99), requests/s, and the server process's own CPU time per request (user + system, read
 from /proc). Then `bon.run` over the same records with the same engine and concurrency (in
 one process, no HTTP) gives the batch throughput the server is compared with
 (served ÷ batch; the goal is ≥ 0.9 at 64 clients). The clients run on the same machine
-and take CPU from it too (httpx costs about as much per request as the server), so where
-CPU is short the wall-clock ratio understates the server; the ratio of CPU per record
-(batch ÷ server) is printed as well, with the load average.
+and take CPU from it too (a minimal HTTP/1.1 client on asyncio streams keeps that small),
+so where CPU is short the wall-clock ratio understates the server; the ratio of CPU per
+record (batch ÷ server) is printed as well, with the load average.
 
     python benchmarks/serve_bench.py                 # n=8, votes=3, 50 ms per engine request
     python benchmarks/serve_bench.py --smoke         # a few seconds: 1/4/8 clients, 10 ms
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import statistics
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -61,21 +63,36 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def load(url: str, clients: int, requests: int, n: int, votes: int, offset: int) -> tuple[list[float], float]:
-    import httpx
-
+    """`clients` connections, each sending its next request as soon as its last is answered:
+    (time to answer of each request, wall time). A minimal HTTP/1.1 client on asyncio streams,
+    as load generators such as wrk are: a full client library (httpx) would spend more CPU per
+    request than the server does, on the same cores."""
+    parts = urlsplit(url)
     latencies: list[float] = []
     numbers = iter(range(offset, offset + requests))
 
     async def client() -> None:
-        # One connection per client, as separate programs have: a pool shared by 64 tasks costs
-        # httpx more CPU than the server spends.
-        async with httpx.AsyncClient(timeout=600) as http:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
             for i in numbers:
-                body = {"model": "bon", "messages": messages(i), "bon": {"n": n, "votes": votes}}
+                body = json.dumps({"model": "bon", "messages": messages(i), "bon": {"n": n, "votes": votes}}).encode()
+                head = (
+                    f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                )
                 started = time.perf_counter()
-                response = await http.post(f"{url}/chat/completions", json=body)
+                writer.write(head.encode() + body)
+                status = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                answer = await reader.readexactly(length)
                 latencies.append(time.perf_counter() - started)
-                assert response.status_code == 200, response.text
+                assert status.split()[1] == b"200", answer
+        finally:
+            writer.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))

@@ -28,6 +28,7 @@ from bon.runs.roles import Judge, Policy, tournament_config
 from bon.runs.session import Session
 from bon.serve.metrics import Metrics
 from bon.serve.protocol import (
+    EXTENSION,
     Ask,
     Defaults,
     RequestError,
@@ -164,8 +165,8 @@ def create_app(policy: Policy | None = None, judge: Judge | None = None, **setti
                 events = [_event(c) for c in chunks(ask, response_id, config.served_model_name, None)]
                 events += [_event(c) for c in chunks(ask, response_id, config.served_model_name, trace, stopped)]
                 return StreamingResponse(_replay([*events, "data: [DONE]\n\n"]), media_type="text/event-stream")
-            payload = answer(ask, response_id, config.served_model_name, trace, stopped)
-            return JSONResponse(_dump(payload))
+            payload = _dump(answer(ask, response_id, config.served_model_name, trace, stopped))
+            return JSONResponse(payload | ({EXTENSION: trace} if ask.trace else {}))
         return StreamingResponse(
             _stream(ask, response_id, work, left, endpoint, arrived), media_type="text/event-stream"
         )

@@ -302,8 +302,8 @@ def finish_reason(record: dict[str, Any], stopped: bool) -> str:
 
 
 def answer(ask: Ask, response_id: str, model: str, record: dict[str, Any], stopped: bool) -> Any:
-    """The whole answer: a ChatCompletion or a Completion, the record in `bon` unless the
-    request turned its trace off."""
+    """The whole answer: a ChatCompletion or a Completion. The record (`bon`) is the caller's
+    to add: a dict of its size costs more to pass through pydantic than to serialize."""
     from openai.types.chat import ChatCompletion, ChatCompletionMessage
     from openai.types.chat.chat_completion import Choice
     from openai.types.completion import Completion
@@ -311,7 +311,6 @@ def answer(ask: Ask, response_id: str, model: str, record: dict[str, Any], stopp
     from openai.types.completion_usage import CompletionUsage
 
     usage = CompletionUsage(**usage_of(record))
-    extra: dict[str, Any] = {EXTENSION: record} if ask.trace else {}
     reason: Any = finish_reason(record, stopped)
     created = int(time.time())
     if ask.kind == "chat":
@@ -324,7 +323,6 @@ def answer(ask: Ask, response_id: str, model: str, record: dict[str, Any], stopp
             model=model,
             choices=[choice],
             usage=usage,
-            **extra,
         )
     text_choice = CompletionChoice(index=0, finish_reason=reason, text=record["best"])
     return Completion(
@@ -334,7 +332,6 @@ def answer(ask: Ask, response_id: str, model: str, record: dict[str, Any], stopp
         model=model,
         choices=[text_choice],
         usage=usage,
-        **extra,
     )
 
 
