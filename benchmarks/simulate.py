@@ -14,7 +14,12 @@ prefill, and vLLM's preemption of running low-priority requests when the KV cach
 Judge reasoning lengths are long-tailed (lognormal, median ≈ 1500 tokens, capped at the
 8192-token budget), drawn from each request's seed, so both policies get the same work.
 
-Reported per size, with and without priorities: makespan and its efficiency (the lower
+A third engine serves in arrival order too, with bon's admission in front (the openai
+backend's, bon/engines/admission.py): bon holds back what the server need not have yet
+and sends the rest in its own priority order. It is told when a request's first sequence
+gets a slot (its first token) and the tokens of every step, as streaming tells it.
+
+Reported per size, with and without priorities (and FCFS behind bon's admission): makespan and its efficiency (the lower
 bound — total tokens ÷ the engine's full-batch throughput — over the makespan), when
 records are written (first, median, 90th percentile, last), and the slot-time the engine
 sat idle while input was still waiting, by cause: the ordered-output window (4 × concurrency
@@ -41,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bon.config import JUDGE_SAMPLING, TournamentConfig
+from bon.engines.admission import Admission, Ticket
 from bon.engines.base import Completion, Engine, Generation, GenerationRequest
 from bon.engines.scripted import ScriptedEngine
 from bon.io.prompts import judge_template
@@ -55,7 +61,12 @@ MEDIAN_TOKENS, SIGMA, CAP = 1500, 0.75, 8192
 # What --smoke needs beyond bon (tests/test_benchmarks.py marks its test with it), and the
 # lines it must print: a row per size and priority setting.
 SMOKE_NEEDS = ()
-FIGURES = (r"^ +\d+  no \(fcfs\) +\S+ (min|h) +\d\.\d{3} ", r"^ +\d+  yes +\S+ (min|h) +\d\.\d{3} ")
+FIGURES = (
+    r"^ +\d+  no \(fcfs\) +\S+ (min|h) +\d\.\d{3} ",
+    r"^ +\d+  yes +\S+ (min|h) +\d\.\d{3} ",
+    r"^ +\d+  admission +\S+ (min|h) +\d\.\d{3} ",
+)
+MODES = {"fcfs": "no (fcfs)", "priority": "yes", "admission": "admission"}  # the engines, as the table names them
 
 
 def step_seconds(running: int) -> float:
@@ -108,6 +119,7 @@ class SimulatedEngine(Engine):
         self.input_left = True  # set False by the driver once the last record is read
         self.window_full = lambda: False  # set by the driver
         self.admitted: list[int] = []  # priorities in the order sequences got a slot (tests)
+        self.gate: Admission | None = None  # bon's admission in front (told of first tokens and steps)
 
     @staticmethod
     def lengths(request: GenerationRequest) -> list[int]:
@@ -115,11 +127,17 @@ class SimulatedEngine(Engine):
         return [min(CAP, max(16, int(rng.lognormvariate(math.log(MEDIAN_TOKENS), SIGMA)))) for _ in range(request.n)]
 
     async def generate(self, request: GenerationRequest) -> Generation:
+        if self.gate is None:
+            return await self._generate(request, None)
+        async with self.gate.admit(request.priority) as ticket:
+            return await self._generate(request, ticket)
+
+    async def _generate(self, request: GenerationRequest, ticket: Ticket | None) -> Generation:
         loop = asyncio.get_running_loop()
         written = await self.texts.generate(request)
         lengths = self.lengths(request)
         done = loop.create_future()
-        state = [request.n, done]
+        state = [request.n, done, ticket]
         self._settle(loop)
         priority = request.priority if self.honour_priority else 0
         for tokens in lengths:
@@ -136,7 +154,10 @@ class SimulatedEngine(Engine):
         now = loop.time()
         elapsed, self.last = now - self.last, now
         if self.running:
-            self.progress += elapsed / step_seconds(len(self.running))
+            steps = elapsed / step_seconds(len(self.running))
+            self.progress += steps
+            if self.gate is not None:
+                self.gate.count(int(steps * len(self.running)))
         if self.input_left and not self.waiting and elapsed:
             cause = "window" if self.window_full() else "concurrency"
             self.idle_slot_seconds[cause] += elapsed * (MAX_SEQS - len(self.running))
@@ -150,6 +171,8 @@ class SimulatedEngine(Engine):
         while self.waiting and len(self.running) < MAX_SEQS:
             priority, arrival, tokens, state = heapq.heappop(self.waiting)
             self.admitted.append(priority)
+            if state[2] is not None and state[2].first is None:
+                state[2].output(0)  # its first token: the wait in the engine's queue is over
             heapq.heappush(self.running, (self.progress + tokens, arrival, state))
 
     def _schedule(self, loop) -> None:
@@ -209,9 +232,15 @@ async def run_bon(engine: SimulatedEngine, queries: int, n: int, votes: int, con
     return written
 
 
-def simulate(queries: int, n: int, votes: int, concurrency: int, honour_priority: bool) -> dict:
-    engine = SimulatedEngine(honour_priority)
+def simulate(
+    queries: int, n: int, votes: int, concurrency: int, honour_priority: bool = False, mode: str | None = None
+) -> dict:
+    """`mode`: fcfs, priority or admission (FCFS behind bon's admission); unnamed, honour_priority picks."""
+    mode = mode or ("priority" if honour_priority else "fcfs")
+    engine = SimulatedEngine(honour_priority=mode == "priority")
     loop = VirtualClockLoop()
+    if mode == "admission":
+        engine.gate = Admission(clock=loop.time)
     try:
         written = loop.run_until_complete(run_bon(engine, queries, n, votes, concurrency))
     finally:
@@ -255,11 +284,11 @@ def main() -> None:
         f"{'p90':>7}  {'last':>7}  {'idle: window':>12}  {'concurrency':>11}  {'real s':>6}"
     )
     for queries in args.sizes:
-        for honour in (False, True):
+        for mode, label in MODES.items():
             started = time.perf_counter()
-            r = simulate(queries, args.n, args.votes, args.concurrency, honour)
+            r = simulate(queries, args.n, args.votes, args.concurrency, mode=mode)
             print(
-                f"{queries:>7}  {'yes' if honour else 'no (fcfs)':<8}  {clock(r['makespan']):>8}  "
+                f"{queries:>7}  {label:<8}  {clock(r['makespan']):>8}  "
                 f"{r['efficiency']:>10.3f}  {clock(r['first']):>7}  {clock(r['p50']):>7}  {clock(r['p90']):>7}  "
                 f"{clock(r['last']):>7}  {r['idle_window']:>12.1%}  {r['idle_concurrency']:>11.1%}  "
                 f"{time.perf_counter() - started:>6.1f}",

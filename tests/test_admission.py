@@ -171,3 +171,78 @@ def test_the_in_flight_limit_drops_when_requests_queue_at_the_server(fcfs, monke
     # priority first (give or take the race of a few sent at once to the server's socket)
     later = [int(b["body"]["messages"][0]["content"][1:]) for b in server.bodies[40:]]
     assert all(abs(i - (40 + k)) <= 8 for k, i in enumerate(later)), later
+
+
+# ---- the status line's numbers (issue 21) ----
+
+
+def test_the_eta_is_from_work_from_the_first_tokens_and_within_a_quarter_at_half_a_steady_run():
+    """100 records of 12 judge samples each (votes × matches, as `bon plan` counts them),
+    samples of 300 to 700 tokens, streamed at a steady 1,000 tokens/s; records written in
+    order as their samples finish. The clock is the test's: no wall-clock speed involved."""
+    from bon.runs.progress import RunProgress
+
+    progress = RunProgress(enabled=False, total=100, log_every=0, work=(0, 12), max_tokens=(0, 2048))
+    progress.started = 0.0
+    lengths = [300 + (i * 37) % 400 for i in range(1200)]
+    total_tokens, rate = sum(lengths), 1000.0
+    run_end = total_tokens / rate
+    clock, done_tokens = 0.0, 0
+    progress.on_tokens(50)  # the first second: tokens streamed, no sample finished, no record
+    first = progress.counters(now=0.05)
+    assert first["eta_s"] is not None and first["records_done"] == 0
+    checked = False
+    for i, tokens in enumerate(lengths):
+        progress.on_tokens(tokens)
+        done_tokens += tokens
+        clock = done_tokens / rate
+        progress.on_generation(1, tokens)
+        if (i + 1) % 12 == 0:
+            progress.on_record()
+        if not checked and clock >= run_end / 2:
+            eta = progress.counters(now=clock)["eta_s"]
+            remaining = run_end - clock
+            assert abs(eta - remaining) <= 0.25 * remaining, (eta, remaining)
+            checked = True
+    assert checked and progress.counters(now=clock)["eta_s"] == 0.0
+
+
+def test_tokens_per_s_moves_while_a_slow_stream_flows_and_a_stall_is_named(fcfs):
+    from bon.runs.progress import RunProgress, status_line
+
+    def watch(action):
+        server = FaultyServer(script=[action], reasoning="slowly weighing both answers " * 2)
+        engine = OpenAIEngine(
+            EngineConfig("openai", "judge", options=ServerOptions(base_url=(server.url,), stall_timeout=30.0))
+        )
+        progress = RunProgress(enabled=False, log_every=0, source=server.url)
+        engine.on_tokens = progress.on_tokens
+        lines = []
+
+        async def go():
+            task = asyncio.create_task(engine.generate(request(0, priority=0)))
+            while progress.streamed < (2 if action == "trickle" else 1):
+                await asyncio.sleep(0.05)
+            progress.tick()
+            seen = progress.streamed
+            if action == "trickle":  # one more piece came since the last tick: tokens/s is not 0
+                while progress.streamed == seen:
+                    await asyncio.sleep(0.05)
+            else:
+                await asyncio.sleep(1.2)
+            lines.append(progress.tick())
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await engine.close()
+
+        try:
+            asyncio.run(go())
+        finally:
+            server.close()
+        return lines[0], server.url
+
+    flowing, _ = watch("trickle")
+    assert flowing["tokens_per_s"] > 0 and "no tokens" not in status_line(flowing)
+    stalled, url = watch("stall")
+    assert stalled["tokens_per_s"] == 0
+    assert f"no tokens from {url} for " in status_line(stalled)

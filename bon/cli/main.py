@@ -302,6 +302,32 @@ def _endpoints(*roles):
     return health
 
 
+def _work_per_record(run, params: dict, policy, judge) -> tuple[float, float] | None:
+    """(policy samples, judge samples) one record is expected to take, for the ETA from work;
+    None when it cannot be told (no total, or no record to judge)."""
+    if run.total is None:
+        return None
+    size = params.get("n") or 0
+    if judge is not None and policy is None:  # select: the candidates the records carry
+        first = next(run.records(run._quiet_bad()), None)
+        size = len(first.candidates or ()) if first else 0
+    try:
+        from bon.views.plan import judge_samples_per_record
+
+        judged = judge_samples_per_record(size, run.tournament) if judge is not None and size > 1 else 0
+    except Exception:  # a strategy the plan cannot play: the ETA falls back to records
+        return None
+    return (size if policy is not None else 0, judged)
+
+
+def _source(*roles) -> str:
+    """The servers a run streams from, for the status line naming a stall."""
+    urls = [u for r in roles if r is not None for u in (getattr(r.config.options, "base_url", ()) or ())]
+    from bon.errors import redact
+
+    return ", ".join(dict.fromkeys(redact(u) for u in urls))
+
+
 class BadLines:
     """--on-bad-line skip: report each bad line on stderr, count it, optionally keep it in --rejects."""
 
@@ -379,6 +405,9 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
         log_every=params["log_every"],
         endpoints=_endpoints(policy, judge),
         on_tick=run.manifest.update if run.manifest else None,
+        work=_work_per_record(run, params, policy, judge),
+        max_tokens=(policy.sampling.max_tokens if policy else 0, judge.sampling.max_tokens if judge else 0),
+        source=_source(policy, judge),
     )
     data = None if params["output"] else RecordWriter(_data_stdout())
 

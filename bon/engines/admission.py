@@ -169,6 +169,12 @@ class Admission:
         self._period_tokens += tokens
         self._maybe_decide()
 
+    def count(self, tokens: int) -> None:
+        """Tokens that streamed, told in bulk rather than by request (a simulated batch step)."""
+        self.tokens += tokens
+        self._period_tokens += tokens
+        self._maybe_decide()
+
     def _advance(self) -> None:
         now = self.clock()
         self._in_flight_s += len(self.in_flight) * (now - self._last)

@@ -200,6 +200,7 @@ class Run:
 
         async def make():
             engine = await role.engine()
+            _count_streamed_tokens(engine, getattr(self.progress, "on_tokens", None))
             return CachedEngine(engine, sidecar, name) if sidecar else engine
 
         return LazyEngine(make, role.aclose if release else None)
@@ -321,6 +322,16 @@ class Run:
             raise
         finally:
             self.close()
+
+
+def _count_streamed_tokens(engine: Any, on_tokens: Callable[[int], None] | None) -> None:
+    """Hand the progress display every token as it streams in, from the engine that streams
+    (inside any wrappers), so tokens/s moves while long generations run."""
+    while on_tokens is not None and engine is not None:
+        if hasattr(engine, "on_tokens"):
+            engine.on_tokens = on_tokens
+            return
+        engine = getattr(engine, "inner", None)
 
 
 def _log_bad_line(error: InputError, text: str) -> None:

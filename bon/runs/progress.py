@@ -15,7 +15,16 @@ Hooks, for whoever drives a run:
   their completion tokens, and how many of them gave no valid vote.
 - `on_match(match)`: a match was decided.
 - `on_record(record=None)`: a record was written.
+- `on_tokens(count)`: tokens streamed in (an engine that streams calls it as they arrive, so
+  tokens/s moves while long generations run and only a real stall shows 0).
 - `endpoints`: a callable returning (healthy, total) server endpoints, or None when there are none.
+
+The ETA is from work, not records: `work` gives the expected samples per record (policy
+candidates, judge samples: matches × votes, as `bon plan` counts them) and `max_tokens`
+each role's token budget; the tokens per sample are those measured so far (half the
+budget until a sample of that role has finished). Work expected for this run's records
+against the tokens done (streamed, or finished where nothing streams) at the run's rate
+so far gives the time left — from the first tokens on, long before the first record.
 """
 
 from __future__ import annotations
@@ -66,10 +75,17 @@ def status_line(c: dict[str, Any]) -> str:
     if c["judge_samples"]:
         parts.append(f"invalid {c['invalid_votes'] / c['judge_samples']:.1%}")
     parts.append(f"{c['tokens_per_s']:,.0f} tok/s")
+    silent = c.get("silent_s")
+    if not c["tokens_per_s"] and silent is not None and silent >= 1:  # a stall, named as one
+        parts.append(f"no tokens{' from ' + c['source'] if c.get('source') else ''} for {duration(silent)}")
     if c["endpoints"]:
         parts.append(f"endpoints {c['endpoints']['healthy']}/{c['endpoints']['total']} healthy")
     parts.append(f"elapsed {duration(c['elapsed_s'])}")
     return "bon: " + " · ".join(parts)
+
+
+def _rounded(value: float | None) -> int | None:
+    return None if value is None else round(value)
 
 
 class RunProgress:
@@ -81,6 +97,9 @@ class RunProgress:
         endpoints: Endpoints | None = None,
         on_tick: Callable[[dict[str, Any]], None] | None = None,
         stream: TextIO | None = None,
+        work: tuple[float, float] | None = None,
+        max_tokens: tuple[int, int] = (0, 0),
+        source: str = "",
     ):
         """`enabled`: show anything on stderr at all (False for --quiet). `on_tick` gets
         `counters()` every `log_every` seconds (60 when the lines are off) even when nothing
@@ -97,6 +116,12 @@ class RunProgress:
         self.judge_samples = self.invalid = 0
         self.policy_samples = 0
         self.tokens = 0
+        # (policy, judge): samples a record is expected to take, and each role's token budget
+        self.work, self.max_tokens = work, max_tokens
+        self.policy_tokens = self.judge_tokens = 0  # of finished samples, by role
+        self.streamed = 0  # tokens as they arrived (engines that stream)
+        self.last_token_at: float | None = None
+        self.source = source  # what streams, for the line naming a stall ("http://…")
         self.started = time.monotonic()
         self._last = (self.started, 0)  # (time, tokens) at the previous tick: tok/s is "now"
         self._stop = threading.Event()
@@ -131,14 +156,20 @@ class RunProgress:
 
     def on_policy(self, samples: int, tokens: int) -> None:
         self.policy_samples += samples
+        self.policy_tokens += tokens
         self.tokens += tokens
         self._refresh()
 
     def on_generation(self, samples: int, tokens: int, invalid: int = 0) -> None:
         self.judge_samples += samples
+        self.judge_tokens += tokens
         self.invalid += invalid
         self.tokens += tokens
         self._refresh()
+
+    def on_tokens(self, count: int) -> None:
+        self.streamed += count
+        self.last_token_at = time.monotonic()
 
     def on_match(self, _match=None) -> None:
         self.matches += 1
@@ -151,11 +182,36 @@ class RunProgress:
 
     # ---- the counters, the line, the bar ----
 
+    def _done_tokens(self) -> int:
+        """Work done so far, in tokens: as streamed where the engine streams, else as finished."""
+        return max(self.streamed, self.tokens)
+
+    def expected_tokens(self) -> float | None:
+        """All the work this run's records take, in tokens (see the module docstring)."""
+        if self.work is None or self.total is None:
+            return None
+        per_sample = []
+        for samples, tokens, budget in (
+            (self.policy_samples, self.policy_tokens, self.max_tokens[0]),
+            (self.judge_samples, self.judge_tokens, self.max_tokens[1]),
+        ):
+            per_sample.append(tokens / samples if samples else budget / 2)
+        return self.total * (self.work[0] * per_sample[0] + self.work[1] * per_sample[1])
+
     def _eta_s(self, now: float) -> float | None:
-        """Seconds left at the run's rate so far; None with no total or no record yet."""
-        rate = self.records / max(now - self.started, 1e-9)
-        left = None if self.total is None else max(self.total - self.records, 0)
-        return None if left is None or not rate else round(left / rate, 1)
+        """Seconds left: the work left at the rate of work so far (records' rate without a
+        work estimate); None with no total or nothing done yet."""
+        if self.total is None:
+            return None
+        elapsed = max(now - self.started, 1e-9)
+        expected, done = self.expected_tokens(), self._done_tokens()
+        if expected is not None and done:
+            if self.records >= self.total:
+                return 0.0
+            return round(max(expected - done, 0.0) / (done / elapsed), 1)
+        rate = self.records / elapsed
+        left = max(self.total - self.records, 0)
+        return None if not rate else round(left / rate, 1)
 
     def counters(self, now: float | None = None) -> dict[str, Any]:
         """Everything the status line shows, as numbers (for the manifest and `bon status`)."""
@@ -164,6 +220,7 @@ class RunProgress:
         rate = self.records / elapsed
         since, tokens_then = self._last
         health = self.endpoints() if self.endpoints else None
+        silent = None if self.last_token_at is None else now - self.last_token_at
         return {
             "records_done": self.records,
             "records_total": self.total,
@@ -175,8 +232,13 @@ class RunProgress:
             "invalid_votes": self.invalid,
             "matches": self.matches,
             "tokens": self.tokens,
-            # over the last interval, not the run: a stalled server shows as 0 right away
-            "tokens_per_s": round((self.tokens - tokens_then) / max(now - since, 1e-9), 1),
+            "work_done": self._done_tokens(),  # tokens, streamed or finished (the ETA's measure)
+            "work_expected": _rounded(self.expected_tokens()),
+            # over the last interval, not the run, as tokens arrive: a stalled server shows as 0 right away
+            "tokens_per_s": round((self._done_tokens() - tokens_then) / max(now - since, 1e-9), 1),
+            # seconds since the last streamed token, once there was one (a stall's length)
+            "silent_s": None if silent is None else round(silent, 1),
+            "source": self.source or None,
             "endpoints": None if health is None else {"healthy": health[0], "total": health[1]},
         }
 
@@ -184,7 +246,7 @@ class RunProgress:
         """Write the status line (when lines are on) and hand the counters to `on_tick`."""
         now = time.monotonic()
         counters = self.counters(now)
-        self._last = (now, self.tokens)
+        self._last = (now, self._done_tokens())
         if self.lines:
             self.stream.write(status_line(counters) + "\n")
             self.stream.flush()
@@ -208,7 +270,7 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         self.started = time.monotonic()
-        self._last = (self.started, self.tokens)
+        self._last = (self.started, self._done_tokens())
         if self._progress:
             self._progress.start()
         if self.lines or self.on_tick:

@@ -153,6 +153,13 @@ def make_plan(
     return plan
 
 
+def judge_samples_per_record(size: int, tournament: TournamentConfig) -> int:
+    """The judge samples a record of `size` distinct candidates usually takes (the plan's
+    "usual": judged matches × votes), for a run's ETA from work."""
+    planner = Planner(size, tournament)
+    return asyncio.run(planner._count("plan", [f"candidate {i}" for i in range(size)]))[2]
+
+
 def measured_tokens_per_sample(path: str, lines: Iterable[str]) -> float:
     """Judge completion tokens per judge sample over a previous bon output's records."""
     samples = tokens = 0
