@@ -84,6 +84,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening from here: a client that connects as soon as bon says where it serves waits
+        # in the backlog until uvicorn accepts, instead of being refused.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         from bon.errors import UsageError
