@@ -48,6 +48,7 @@ CLIENT_CLOSED = 499  # nginx's status for a request whose client went away (coun
 def create_app(policy: Policy | None = None, judge: Judge | None = None, **settings: Any) -> Any:
     """See `bon.serve.create_app`."""
     check_installed()
+    import openai.types.chat  # noqa: F401 - the answers' types, loaded now rather than by the first answer
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
