@@ -39,6 +39,13 @@ from bon.engines import Backend  # noqa: E402
 from bon.engines.scripted import ScriptedEngine  # noqa: E402
 from bon.plugins import register_backend  # noqa: E402
 
+SMOKE_NEEDS = ()  # the scripted engine only (tests/test_benchmarks.py)
+FIGURES = (
+    r"^ +\d+ +\d+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+$",  # a load level's row
+    r"^served ÷ batch throughput at \d+ clients: [\d.]+",
+    r"^batch CPU per record ÷ server CPU per request",
+)
+
 
 def register(latency: float) -> None:
     async def load(config):
