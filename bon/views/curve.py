@@ -362,6 +362,8 @@ def plot(figures: dict[str, Any], path: str, title: str | None = None) -> None:
         for base, style in zip(figures["baselines"][:2], ("--", ":")):
             if base["accuracy"] is not None:
                 ax.axhline(base["accuracy"], linestyle=style, color="grey", linewidth=1, label=base["label"])
+        if all(p[key] > 0 for line in figures["curves"] for p in line["points"]):
+            ax.set_xscale("log")  # from a few samples a query to the whole pool
         ax.set_xlabel(xlabel)
         ax.set_ylabel("best-of-N accuracy")
         ax.grid(alpha=0.3)
