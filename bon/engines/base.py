@@ -14,7 +14,7 @@ base of engines that stand in front of another and forward all of them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -133,6 +133,11 @@ class Engine(ABC):
         """(times an endpoint went down, times one came back) so far, for the run's summary."""
         return 0, 0
 
+    def count_tokens_with(self, on_tokens: Callable[[int], None]) -> bool:
+        """Call `on_tokens(count)` as generated tokens arrive, for a live tokens/s. Returns
+        whether this engine can (False by default: its tokens count when a generation ends)."""
+        return False
+
 
 class EngineWrapper(Engine):
     """An engine in front of another, which it serves as it is: every capability is the
@@ -161,3 +166,6 @@ class EngineWrapper(Engine):
 
     def outages(self) -> tuple[int, int]:
         return self.inner.outages()
+
+    def count_tokens_with(self, on_tokens: Callable[[int], None]) -> bool:
+        return self.inner.count_tokens_with(on_tokens)

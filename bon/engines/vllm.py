@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from bon.config import EngineConfig
 from bon.engines.base import (
@@ -44,6 +45,7 @@ class VLLMEngine(Engine):
         self.context_limit = llm.model_config.max_model_len
         # Priorities mean something only to a priority scheduler; under "fcfs" they are not sent.
         self.priorities = llm.vllm_config.scheduler_config.policy == "priority"
+        self.on_tokens: Callable[[int], None] | None = None  # see count_tokens_with
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         return len(chat_prompt_ids(self.tokenizer, messages))
@@ -132,9 +134,19 @@ class VLLMEngine(Engine):
                 finish = "length" if sample.finish_reason == "length" else "stop"
         yield Completion("".join(pieces), finish, tokens)
 
+    def count_tokens_with(self, on_tokens: Callable[[int], None]) -> bool:
+        self.on_tokens = on_tokens
+        return True
+
     async def generate(self, request: GenerationRequest) -> Generation:
-        prompt_ids, params = self._prepare(request, "FINAL_ONLY")
-        final = None
+        # With someone counting, each step's new tokens (DELTA) are counted as they come and
+        # the samples' texts joined from their pieces; without, only the final output is
+        # built (FINAL_ONLY), which costs the engine's output loop least.
+        counting = self.on_tokens
+        prompt_ids, params = self._prepare(request, "DELTA" if counting else "FINAL_ONLY")
+        texts: list[list[str]] = [[] for _ in range(request.n)]
+        tokens, finish = [0] * request.n, ["stop"] * request.n
+        produced = False
         try:
             async for output in self.llm.generate(
                 {"prompt_token_ids": prompt_ids},
@@ -142,16 +154,20 @@ class VLLMEngine(Engine):
                 request_id=f"bon-{next(self._ids)}",
                 priority=self._priority(request),
             ):
-                final = output
+                produced = True
+                for sample in output.outputs:
+                    texts[sample.index].append(sample.text)
+                    tokens[sample.index] += len(sample.token_ids)
+                    if sample.finish_reason:
+                        finish[sample.index] = "length" if sample.finish_reason == "length" else "stop"
+                    if counting:
+                        counting(len(sample.token_ids))
         except ValueError as exc:  # vLLM's word for a request it cannot take (e.g. too long)
             raise RecordError(f"{self.name}: {str(exc).splitlines()[0]}") from None
-        if final is None:
+        if not produced:
             raise EngineError(f"{self.name}: the engine returned no output")
-        completions = [
-            Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids))
-            for o in final.outputs
-        ]
-        return Generation(completions, len(prompt_ids), sum(c.completion_tokens or 0 for c in completions))
+        completions = [Completion("".join(t), f, k) for t, f, k in zip(texts, finish, tokens)]
+        return Generation(completions, len(prompt_ids), sum(tokens))
 
     async def close(self) -> None:
         if self.llm is not None:
