@@ -104,7 +104,7 @@ class Pool(RoundRobin):
     """Every pair, `votes` samples in each order, recorded for offline replay (`bon curve`)."""
 
     name = POOL
-    summary = "every pair, --votes K in each order: a pool bon curve replays every strategy from"
+    summary = "every pair, --votes K in each order, for bon curve to replay any strategy from"
     fixed_spend = True
 
     async def play(
