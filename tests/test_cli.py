@@ -239,7 +239,8 @@ def test_import_and_help_load_neither_torch_nor_vllm():
 
 @pytest.mark.parametrize(
     "command",
-    ["run", "sample", "select", "compare", "eval", "show", "score", "merge", "status", "pairs", "plan", "browse"],
+    ["run", "sample", "select", "compare", "eval", "show", "score", "curve", "merge", "status", "pairs", "plan"]
+    + ["browse"],
 )
 def test_help_at_80_columns_prints_every_option_name_whole_with_its_default(command, monkeypatch):
     import click

@@ -211,8 +211,8 @@ def curve(
         typer.Option(
             "--budget",
             min=1,
-            help="A swiss budget to replay, in judge samples per query (repeatable); unset: (n-1) × 1, 1.5, 2 and 3.",
-            show_default=False,
+            help="A swiss budget to replay, in judge samples per query (repeatable).",
+            show_default="1, 1.5, 2, 3 × (n-1)",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="The replayed tournaments' seed (a live run with it plays the same).")] = 0,
@@ -222,7 +222,7 @@ def curve(
         typer.Option(
             "--plot",
             help='Also draw the curves into this PNG (needs matplotlib: pip install "bon\\[plot]").',
-            show_default=False,
+            show_default="none",
         ),
     ] = None,
 ) -> None:
