@@ -290,3 +290,15 @@ def test_a_shallow_pool_shows_short_replays(tmp_path, pool_run, sequence):
     assert points["knockout 5 votes"]["short"] == 6  # 3 votes of one order a match: one record is not enough
     # spent all the same, and the missing votes, invalid, draw extra votes as any invalid vote does
     assert 25 <= points["knockout 5 votes"]["judge_samples"] <= 50
+
+
+def test_a_pool_run_reads_back_through_show_and_pairs(pool_run):
+    _, pool_out = pool_run
+    records = read_jsonl(pool_out.read_text())
+    summary = json.loads(runner.invoke(app, ["show", str(pool_out), "--json"]).stdout)
+    assert summary["records"] == 6 and summary["judge_samples"] == 6 * 15 * 10
+    tree = runner.invoke(app, ["show", str(pool_out), "--id", "q0"])
+    assert tree.exit_code == 0 and "pool" in tree.stdout
+    pairs = read_jsonl(runner.invoke(app, ["pairs", str(pool_out), "--mode", "best-vs-rest"]).stdout)
+    assert {p["chosen_index"] for p in pairs if p["id"] == "q0"} == {records[0]["best_index"]}
+    assert records[0]["ranking"][0] == records[0]["best_index"]
