@@ -19,6 +19,7 @@ run, the views and the command line, which look names up here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
@@ -76,7 +77,7 @@ def register_strategy(strategy: Strategy | type[Strategy]) -> Strategy:
     return instance
 
 
-_REGISTER = {BACKENDS: register_backend, STRATEGIES: register_strategy}
+_REGISTER: dict[str, Callable[[Any], object]] = {BACKENDS: register_backend, STRATEGIES: register_strategy}
 
 
 def _register(entry: EntryPoint, package: str, version: str) -> None:
@@ -137,6 +138,15 @@ def strategies() -> list[Strategy]:
     return list(_strategies.values())
 
 
+def option_flag(name: str) -> str:
+    """The flag that sets backend option `name`, as the backend that declares it spells it
+    (`request_seed` is set by --no-request-seed)."""
+    from bon.config import flag_spelling, option_names
+
+    declaring = next((b.options for b in backends() if name in option_names(b.options)), None)
+    return flag_spelling(declaring, name) if declaring else f"--{name.replace('_', '-')}"
+
+
 def backend_options(name: str, given: dict[str, Any]) -> Any:
     """The backend's options from keyword values; a key the backend does not take is an error
     that names the backends which do."""
@@ -148,5 +158,5 @@ def backend_options(name: str, given: dict[str, Any]) -> Any:
         if key not in known:
             takers = [b.name for b in backends() if key in option_names(b.options)]
             where = f" (it is for the {' and '.join(takers)} backend{'s' if len(takers) > 1 else ''})" if takers else ""
-            raise BackendUnavailable(f"--{key.replace('_', '-')} does not apply to the {name} backend{where}")
+            raise BackendUnavailable(f"{option_flag(key)} does not apply to the {name} backend{where}")
     return options_type(**given)

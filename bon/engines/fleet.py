@@ -14,6 +14,10 @@ series of attempts until one succeeds:
   after an idle spell), or, when nothing has ever succeeded, after `START_UP_LIMIT`
   seconds: a server unreachable from the very start fails fast.
 
+An endpoint going down, and coming back, is said once each on the `bon` logger (the CLI
+shows it on stderr) and counted (`outages`, `recoveries`), so a replica that is worked
+around is never worked around silently.
+
 This module knows nothing of HTTP or openai: attempts are plain coroutines that raise
 `Transient` for what may pass. That keeps the timing rules readable and testable alone.
 """
@@ -21,6 +25,7 @@ This module knows nothing of HTTP or openai: attempts are plain coroutines that 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bon.engines.base import ServerGaveUp
+from bon.errors import redact
 
 FAILURES_BEFORE_REST = 3  # in a row, with no success between: one unlucky 503 rests nothing
 REST_FIRST, REST_CAP = 1.0, 10.0  # an endpoint's rests grow 1, 2, 4, 8, 10, 10 … seconds
@@ -35,6 +41,7 @@ BACKOFF_FIRST, BACKOFF_CAP = 0.5, 10.0  # a request's waits grow the same way, w
 START_UP_LIMIT = 60.0  # seconds to the first success before the fleet is called unreachable
 
 T = TypeVar("T")
+log = logging.getLogger("bon")
 
 
 class Transient(Exception):
@@ -48,8 +55,9 @@ class Transient(Exception):
 
 @dataclass
 class Endpoint:
-    url: str
+    url: str  # what the client connects to: may hold credentials
     client: Any
+    name: str = ""  # the URL as every message shows it, credentials redacted (default: from `url`)
     outstanding: int = 0
     failures: int = 0  # consecutive, since its last success
     rests: int = 0  # consecutive rests: each one twice as long
@@ -57,16 +65,28 @@ class Endpoint:
     probing: bool = False  # down and being tried by one request
     last_output: float = 0.0  # when it last sent anything: stalls are judged per endpoint
 
+    def __post_init__(self) -> None:
+        self.name = self.name or redact(self.url)
+
     @property
     def down(self) -> bool:
         return self.failures >= FAILURES_BEFORE_REST
 
 
 class Fleet:
-    def __init__(self, endpoints: list[Endpoint], give_up_after: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        give_up_after: float,
+        clock: Callable[[], float] = time.monotonic,
+        serving: str = "",
+    ):
         self.endpoints = endpoints
         self.give_up_after = give_up_after
         self.clock = clock
+        self.serving = serving  # what the endpoints serve (the model), for the down and back lines
+        self.outages = 0  # times an endpoint went down
+        self.recoveries = 0  # times a down endpoint answered again
         self.last_success: float | None = None
         self.busy_since: float | None = None  # when requests last started after none were running
         self._running = 0
@@ -99,16 +119,24 @@ class Fleet:
             endpoint.failures = endpoint.rests = 0
             endpoint.resting_until, endpoint.probing = 0.0, False
             if was_down:
+                self.recoveries += 1
+                log.warning("%s is back", self._describe(endpoint))
                 self._wake()
 
-    def failed(self, endpoint: Endpoint) -> None:
+    def failed(self, endpoint: Endpoint, reason: str = "") -> None:
         now = self.clock()
         endpoint.failures += 1
         endpoint.probing = False
+        if endpoint.failures == FAILURES_BEFORE_REST:  # it just went down: said once, not per failure
+            self.outages += 1
+            log.warning("%s is down: %s", self._describe(endpoint), reason or "failing")
         # Requests that were in flight when it died fail together: one rest, not one each.
         if endpoint.down and endpoint.resting_until <= now:
             endpoint.resting_until = now + min(REST_CAP, REST_FIRST * 2**endpoint.rests)
             endpoint.rests += 1
+
+    def _describe(self, endpoint: Endpoint) -> str:
+        return f"server {endpoint.name}" + (f" ({self.serving})" if self.serving else "")
 
     def pick(self) -> Endpoint | None:
         """A down endpoint whose rest is over and nobody is probing (this request probes it),
@@ -149,9 +177,9 @@ class Fleet:
             try:
                 result = await attempt(endpoint)
             except Transient as exc:
-                self.failed(endpoint)
+                self.failed(endpoint, exc.reason)
                 failures += 1
-                last = Transient(f"{endpoint.url}: {exc.reason}", exc.retry_after)
+                last = Transient(f"{endpoint.name}: {exc.reason}", exc.retry_after)
                 self._check_deadline(last, what)
                 if exc.retry_after is not None:  # the server said when: not sooner
                     await self._wait(exc.retry_after, wake_early=False)

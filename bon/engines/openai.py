@@ -10,6 +10,12 @@ tokens can be counted as they come (`on_tokens`). The completions returned are e
 what the non-streamed call gives. Transient failures are retried by the fleet
 (bon/engines/fleet.py) for as long as an outage lasts, up to `give_up_after`; an abandoned
 attempt's partial output is dropped, so each request yields one result.
+
+A key goes only where it was meant to: the key in the variable the user names
+(`api_key_env`) to the servers of that role, and with none named, `$OPENAI_API_KEY` to
+api.openai.com alone — never a user's OpenAI key to whatever host a URL points at. A
+`${NAME}` in a URL is read from the environment here, so the URL that bon shows and
+records names the secret instead of holding it.
 """
 
 from __future__ import annotations
@@ -21,14 +27,18 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
 
 from bon.config import EngineConfig, ServerOptions
 from bon.engines.admission import Admission, Ticket
 from bon.engines.base import Completion, Engine, EngineError, Generation, GenerationRequest, RecordError
 from bon.engines.fleet import Endpoint, Fleet, Transient
+from bon.errors import ENV_REFERENCE, UsageError, redact
 from bon.tasks import gather, settle
 
 TRANSIENT_STATUS = (408, 409, 429)  # and every 5xx: the openai client's own retry set
+OPENAI_HOST, OPENAI_KEY_ENV = "api.openai.com", "OPENAI_API_KEY"  # the default key, for its own host only
 
 
 class NRefused(RecordError):
@@ -67,6 +77,30 @@ class _Choice:
 def _delta_parts(delta) -> tuple[str | None, str | None]:
     reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
     return reasoning, delta.content
+
+
+def key_variable(url: str, named: str | None) -> str | None:
+    """The variable whose key `url` gets: the one the user named, else OPENAI_API_KEY for
+    api.openai.com; None: the server gets no key."""
+    if named:
+        return named
+    return OPENAI_KEY_ENV if urlsplit(url).hostname == OPENAI_HOST else None
+
+
+def expand_url(url: str) -> str:
+    """`url` with each `${NAME}` replaced by that variable's value (a missing one: UsageError)."""
+    for name in ENV_REFERENCE.findall(url):
+        if name not in os.environ:
+            raise UsageError(f"the server URL {redact(url)} names ${{{name}}}, which is not set")
+    return ENV_REFERENCE.sub(lambda match: os.environ[match.group(1)], url)
+
+
+@dataclass
+class Server(Endpoint):
+    """An endpoint and the key it was sent (a 401 from one that got none says how to send one)."""
+
+    key_from: str | None = None  # the variable its key was read from; None: no key was meant for it
+    key: str = ""  # "" : it is sent no Authorization header at all
 
 
 def retry_after(headers) -> float | None:
@@ -112,25 +146,22 @@ class OpenAIEngine(Engine):
         options: ServerOptions = config.options
         self.options = options
         urls = list(options.base_url)
-        self.base_url = ", ".join(urls)
-        # A local server needs no key; the client insists on one, so send a placeholder.
-        self._key = os.environ.get(options.api_key_env) or ""
-        # The fleet retries; the client's own retries would hide failures from it. The
-        # client's timeout bounds each read of the stream; request_timeout caps the attempt.
-        self.endpoints = [
-            Endpoint(
-                url,
-                openai.AsyncOpenAI(
-                    base_url=url, api_key=self._key or "EMPTY", timeout=options.request_timeout, max_retries=0
-                ),
+        self.base_url = ", ".join(redact(url) for url in urls)
+        self.endpoints: list[Server] = []
+        for url in urls:
+            key_from = key_variable(url, options.api_key_env)
+            key = os.environ.get(key_from, "") if key_from else ""
+            # The fleet retries; the client's own retries would hide failures from it. The
+            # client's timeout bounds each read of the stream; request_timeout caps the attempt.
+            # The client insists on a key: a keyless server gets a placeholder, and no header (`_arguments`).
+            address = expand_url(url)
+            client = openai.AsyncOpenAI(
+                base_url=address, api_key=key or "EMPTY", timeout=options.request_timeout, max_retries=0
             )
-            for url in urls
-        ]
-        self.fleet = Fleet(self.endpoints, options.give_up_after)
+            self.endpoints.append(Server(address, client, redact(url), key_from=key_from, key=key))
+        self.fleet = Fleet(list(self.endpoints), options.give_up_after, serving=self.model)
         # bon's own order per endpoint: only as many requests in flight as keep it busy
-        self.gates = {
-            e.url: Admission(options.max_in_flight, options.max_concurrent_requests) for e in self.endpoints
-        }
+        self.gates = {e.url: Admission(options.max_in_flight, options.max_concurrent_requests) for e in self.endpoints}
         self._n_supported = True
         self._priority_supported = True
         self._send_seed = options.request_seed
@@ -139,9 +170,19 @@ class OpenAIEngine(Engine):
     def health(self) -> tuple[int, int]:
         return self.fleet.healthy(), len(self.endpoints)
 
+    def count_tokens_with(self, on_tokens: Callable[[int], None]) -> bool:
+        self.on_tokens = on_tokens  # every request is streamed: tokens count as they arrive
+        return True
+
+    def outages(self) -> tuple[int, int]:
+        return self.fleet.outages, self.fleet.recoveries
+
     def _scrub(self, text: str) -> str:
-        """Error text never carries the API key, whatever the server echoed."""
-        return text.replace(self._key, "***") if self._key else text
+        """Error text never carries a key or a URL's credentials, whatever the server echoed."""
+        for endpoint in self.endpoints:
+            if endpoint.key:
+                text = text.replace(endpoint.key, "***")
+        return redact(text)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         if request.n > 1 and self._n_supported:
@@ -167,16 +208,20 @@ class OpenAIEngine(Engine):
         for last_try in (False, True):
             try:
                 return await self.fleet.run(
-                    lambda endpoint: self._attempt(endpoint, request), f"server {self.base_url} ({self.model})"
+                    lambda endpoint: self._attempt(endpoint, request),  # type: ignore[arg-type]  # a Server
+                    f"server {self.base_url} ({self.model})",
                 )
             except PriorityRefused:
                 if last_try:  # refused again without it: something else is wrong with this one
                     raise
                 # A server without priority scheduling: send none from now on.
                 self._priority_supported = False
+        raise AssertionError("unreachable: the last try returns or raises")
 
-    def _arguments(self, request: GenerationRequest) -> dict:
-        extra = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
+    def _arguments(self, endpoint: Server, request: GenerationRequest) -> dict:
+        extra: dict[str, Any] = {"seed": request.seed} if self._send_seed and request.seed is not None else {}
+        if not endpoint.key:  # no key was meant for this server: send no Authorization header
+            extra["extra_headers"] = {"Authorization": self._openai.Omit()}
         if request.priority and self._priority_supported:
             extra["extra_body"] = {"priority": request.priority}
         return dict(
@@ -191,13 +236,13 @@ class OpenAIEngine(Engine):
             **extra,
         )
 
-    async def _attempt(self, endpoint: Endpoint, request: GenerationRequest) -> Generation:
+    async def _attempt(self, endpoint: Server, request: GenerationRequest) -> Generation:
         """One try on one endpoint, sent when bon's admission lets it go (bon/engines/admission.py:
         the endpoint's requests in bon's priority order, only as many at once as keep it busy)."""
         async with self.gates[endpoint.url].admit(request.priority) as ticket:
             return await self._watched(endpoint, request, ticket)
 
-    async def _watched(self, endpoint: Endpoint, request: GenerationRequest, ticket: Ticket) -> Generation:
+    async def _watched(self, endpoint: Server, request: GenerationRequest, ticket: Ticket) -> Generation:
         """One try, watched: silence from the endpoint for stall_timeout abandons it
         (Transient); request_timeout caps it."""
         progress = {"started": time.monotonic(), "last": 0.0}
@@ -217,7 +262,7 @@ class OpenAIEngine(Engine):
                     if progress["last"]:  # it was answering, just not within the cap
                         raise RecordError(
                             self._scrub(
-                                f"server {endpoint.url} ({self.model}) did not finish a request within "
+                                f"server {endpoint.name} ({self.model}) did not finish a request within "
                                 f"the request timeout ({cap:g} s)"
                             )
                         )
@@ -228,13 +273,13 @@ class OpenAIEngine(Engine):
             await settle([task])  # unfinished: the stream is closed and its partial output dropped
 
     async def _stream(
-        self, endpoint: Endpoint, request: GenerationRequest, progress: dict, ticket: Ticket | None = None
+        self, endpoint: Server, request: GenerationRequest, progress: dict, ticket: Ticket | None = None
     ) -> Generation:
         choices: dict[int, _Choice] = {}
         usage = None
         counted = 0
         try:
-            stream = await endpoint.client.chat.completions.create(**self._arguments(request))
+            stream = await endpoint.client.chat.completions.create(**self._arguments(endpoint, request))
             async with stream:
                 async for chunk in stream:
                     progress["last"] = time.monotonic()
@@ -278,7 +323,7 @@ class OpenAIEngine(Engine):
         finish, tokens, thinking = "stop", None, False
         endpoint = self.endpoints[0]
         try:
-            stream = await endpoint.client.chat.completions.create(**self._arguments(request))
+            stream = await endpoint.client.chat.completions.create(**self._arguments(endpoint, request))
             async for chunk in stream:
                 if chunk.usage:
                     tokens = chunk.usage.completion_tokens
@@ -299,15 +344,15 @@ class OpenAIEngine(Engine):
         except self._openai.APIError as exc:
             error = self._classify(endpoint, exc)
             raise (
-                EngineError(f"server {endpoint.url} ({self.model}) {error.reason}")
+                EngineError(f"server {endpoint.name} ({self.model}) {error.reason}")
                 if isinstance(error, Transient)
                 else error
             ) from None
         yield Completion("".join(pieces), finish, tokens)
 
-    def _classify(self, endpoint: Endpoint, exc: Exception) -> Exception:
+    def _classify(self, endpoint: Server, exc: Exception) -> Exception:
         """A failed attempt: Transient (retry), a per-record RecordError, or an EngineError."""
-        where = f"server {endpoint.url} ({self.model})"
+        where = f"server {endpoint.name} ({self.model})"
         if isinstance(exc, self._openai.APITimeoutError):
             return Transient("timed out")
         if isinstance(exc, self._openai.APIConnectionError):
@@ -326,6 +371,13 @@ class OpenAIEngine(Engine):
                 return RecordError(
                     f"{where} rejected the request: {message}" + (NO_FIT if _NAMES_CONTEXT.search(message) else "")
                 )
+            if status == 401 and not endpoint.key:
+                how = (
+                    f"${endpoint.key_from} is empty or not set"
+                    if endpoint.key_from
+                    else "name the variable holding it with --api-key-env NAME"
+                )
+                return EngineError(f"{where} answered 401 and bon sent it no key: {how}")
             return EngineError(f"{where} answered {status}: {message}")
         # An error event inside the stream (vLLM's engine died mid-request): may pass.
         return Transient(f"failed mid-stream: {self._scrub(str(exc))}")

@@ -15,14 +15,15 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bon import config as defaults
-from bon.config import RunConfig, ServerOptions, TournamentConfig, validity_key
-from bon.errors import OutputError, UsageError
+from bon.config import RunConfig, TournamentConfig, validity_key
+from bon.engines.base import Engine
+from bon.errors import OutputError, UsageError, redact
 from bon.io.output import SCHEMA_VERSION
 from bon.io.records import FieldNames, InputError, LineFile, Record, RecordWriter, read_records
 from bon.io.sources import input_rows
@@ -33,7 +34,6 @@ from bon.runs.checkpoint import (
     Sidecar,
     manifest_path,
     open_output,
-    safe_url,
     sidecar_path,
 )
 from bon.runs.judge import Sampler
@@ -94,10 +94,11 @@ class Run:
     def records(self, report_bad=None) -> Iterator[Record]:
         """The records to process: valid, in this shard, not already in OUTPUT. Input dicts
         are checked like JSONL lines (numbered from 1; ids default to the position)."""
+        rows: Iterator[bytes | str | dict[str, Any]]
         if self.source is not None:
             rows = input_rows(self.source, self.config.split, self.config.config)
         else:
-            rows = iter(self._items)
+            rows = iter(cast(Iterable[dict[str, Any]], self._items))  # given as an iterable, not a path
         for record in read_records(rows, self.fields, report_bad):
             if self.judge is not None and self.policy is None and record.candidates is None:
                 error = InputError(
@@ -184,7 +185,8 @@ class Run:
                 "policy": _manifest_role(self.policy),
                 "judge": _manifest_role(self.judge),
                 **({"escalate_judge": _manifest_role(escalate)} if escalate else {}),  # --escalate-judge
-                "api_key_env": _api_key_env(self.policy) or _api_key_env(self.judge) or ServerOptions.api_key_env,
+                # None: none named, so only api.openai.com was sent a key ($OPENAI_API_KEY)
+                "api_key_env": _api_key_env(self.policy) or _api_key_env(self.judge),
                 "settings": settings,
                 "engine_log": next(
                     (r.config.log_file for r in (self.policy, self.judge) if r and r.config.log_file), None
@@ -245,6 +247,7 @@ class Run:
         )
         pipeline.stats.resumed = len(self.done)
         if phased and self._sidecar and self.source not in (None, "-"):
+            assert policy is not None  # phased: both roles are there
             sidecar, name = self._sidecar, f"{policy.config.backend}:{policy.config.model}"
             pipeline.replay = lambda: self.records(self._quiet_bad())
 
@@ -254,7 +257,7 @@ class Run:
             pipeline.replay_policy = LazyEngine(replay_engine)
         return pipeline
 
-    async def stream(self) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self) -> AsyncGenerator[dict[str, Any], None]:
         """The output records in input order, each written to OUTPUT first when there is one."""
         self.pipeline = pipeline = self._build()
         records = self.records(self.bad_line)
@@ -285,6 +288,8 @@ class Run:
         failed: its own error is the one to report."""
         stats = self.stats
         stats.skipped = bad_lines_skipped
+        outages = [role.outages() for role in (self.policy, self.judge) if role is not None]
+        stats.outages = (sum(down for down, _ in outages), sum(back for _, back in outages))
         with contextlib.suppress(OutputError) if self.status == "failed" else contextlib.nullcontext():
             with contextlib.ExitStack() as closing:  # its callbacks run last-registered first
                 if self._lock:
@@ -298,6 +303,7 @@ class Run:
                         "sampled": stats.sampled,
                         "records_with_errors": stats.errors,
                         "bad_lines_skipped": stats.skipped,
+                        "endpoint_outages": {"down": stats.outages[0], "back": stats.outages[1]},
                         "usage": stats.usage.to_json(),
                     }
                     closing.callback(self._manifest.finish, self.status, counts, self._progress_counters())
@@ -308,7 +314,7 @@ class Run:
         counters = getattr(self.progress, "counters", None)
         return counters() if counters else None
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    async def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
         """check, open, stream, close: the whole run for library callers."""
         self.claim_output()
         try:
@@ -324,14 +330,11 @@ class Run:
             self.close()
 
 
-def _count_streamed_tokens(engine: Any, on_tokens: Callable[[int], None] | None) -> None:
-    """Hand the progress display every token as it streams in, from the engine that streams
-    (inside any wrappers), so tokens/s moves while long generations run."""
-    while on_tokens is not None and engine is not None:
-        if hasattr(engine, "on_tokens"):
-            engine.on_tokens = on_tokens
-            return
-        engine = getattr(engine, "inner", None)
+def _count_streamed_tokens(engine: Engine, on_tokens: Callable[[int], None] | None) -> None:
+    """Hand the progress display every token as it streams in (engines that can: the openai
+    and vllm backends), so tokens/s moves while long generations run."""
+    if on_tokens is not None:
+        engine.count_tokens_with(on_tokens)
 
 
 def _log_bad_line(error: InputError, text: str) -> None:
@@ -395,7 +398,7 @@ def _manifest_role(role: Role | None) -> dict[str, Any] | None:
     if role is None:
         return None
     urls = getattr(role.config.options, "base_url", ()) or ()
-    return {"backend": role.config.backend, "model": role.config.model, "base_urls": [safe_url(u) for u in urls]}
+    return {"backend": role.config.backend, "model": role.config.model, "base_urls": [redact(u) for u in urls]}
 
 
 def _api_key_env(role: Role | None) -> str | None:
@@ -421,7 +424,7 @@ def make_run(records, policy: Policy | None = None, judge: Judge | None = None, 
 
 async def arun(
     records, policy: Policy | None = None, judge: Judge | None = None, **settings: Any
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Sample and/or select over `records`, yielding each output record in input order.
 
     Settings are keywords with the CLI's defaults: n, seed, votes, max_votes, strategy,
@@ -435,7 +438,7 @@ async def arun(
 
 def run(records, policy: Policy | None = None, judge: Judge | None = None, **settings: Any) -> Iterator[dict[str, Any]]:
     """The sync form of `arun` (works where an event loop already runs, e.g. Jupyter)."""
-    stream = arun(records, policy, judge, **settings).__aiter__()
+    stream = arun(records, policy, judge, **settings)
     end = object()
 
     async def step():

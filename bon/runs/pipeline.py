@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bon.engines.base import Completion, Engine, EngineWrapper, Generation, GenerationRequest, RecordError
 from bon.io.records import Record, RecordWriter, output_record
@@ -36,7 +36,7 @@ async def ordered_map(
     fn: Callable[[T], Awaitable[R]],
     concurrency: int,
     stop: asyncio.Event | None = None,
-) -> AsyncIterator[R]:
+) -> AsyncGenerator[R, None]:
     """fn over source, at most `concurrency` calls running, results in source order.
 
     An error from `source` (a bad input line) or from `fn` surfaces at its place in the
@@ -59,7 +59,9 @@ async def ordered_map(
             return await fn(item)
 
     async def produce() -> None:
-        items = contextlib.aclosing(source) if hasattr(source, "aclose") else contextlib.nullcontext(source)
+        items: contextlib.AbstractAsyncContextManager[Any] = (
+            contextlib.aclosing(source) if isinstance(source, AsyncGenerator) else contextlib.nullcontext(source)
+        )
         try:
             async with items:  # closed here, not by the garbage collector after the loop is gone
                 async for item in source:
@@ -106,7 +108,7 @@ def iterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterable[T]:
     return items if isinstance(items, AsyncIterable) else _from_sync(items)
 
 
-async def _from_sync(items: Iterable[T]) -> AsyncIterator[T]:
+async def _from_sync(items: Iterable[T]) -> AsyncGenerator[T, None]:
     for item in items:
         yield item
 
@@ -156,7 +158,7 @@ class StopGate(EngineWrapper):
         self._check()
         return await self.inner.generate(request)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Completion]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | Completion, None]:
         self._check()
         async for piece in self.inner.stream(request):
             yield piece
@@ -174,6 +176,7 @@ class RunStats:
     usage: Usage = field(default_factory=Usage)
     judged: Summary = field(default_factory=Summary)
     started: float = field(default_factory=time.monotonic)
+    outages: tuple[int, int] = (0, 0)  # (server endpoints gone down, come back), over the run
 
     @property
     def records(self) -> int:
@@ -196,6 +199,9 @@ class RunStats:
             parts.append(f"{self.sampled} sampled")
         if self.usage.judge_completion_tokens:
             parts.append(f"{self.usage.judge_completion_tokens} judge tokens")
+        if self.outages[0]:
+            down, back = self.outages
+            parts.append(f"{down} endpoint outage{'s' if down > 1 else ''} ({back} back)")
         parts.append(f"{time.monotonic() - self.started:.1f}s")
         return "bon: " + ", ".join(parts)
 
@@ -269,15 +275,15 @@ class Pipeline:
         `async with` (whatever ends it), so no record's work outlives it into the engines' close."""
         return contextlib.aclosing(ordered_map(iterate(records), step, self.concurrency, self._stop))
 
-    async def stream(self, records: Iterable[Record] | AsyncIterable[Record]) -> AsyncIterator[dict]:
+    async def stream(self, records: Iterable[Record] | AsyncIterable[Record]) -> AsyncGenerator[dict, None]:
         """The output records in input order, each written (when there is a writer) before it is yielded."""
         self._stop = stop = asyncio.Event()
         if self.stats.interrupted:
             stop.set()
         try:
             if self.phased and self.make_sampler and self.make_judge and self.replay is not None:
-                async with self._window(records, self._sample) as sampled:
-                    async for _ in sampled:
+                async with self._window(records, self._sample) as written:
+                    async for _ in written:
                         pass  # each record's candidates are in the sidecar now
                 if self.policy:
                     await self.policy.close()  # free its memory before the judge loads
