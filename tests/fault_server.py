@@ -41,6 +41,7 @@ class FaultyServer:
         reasoning=None,
         answer=VERDICT,
         fail_after=None,
+        port=0,
         slots=None,
         pace=0.0,
     ):
@@ -72,7 +73,9 @@ class FaultyServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with owner.lock:
-                    owner.bodies.append({"body": body, "auth": self.headers.get("Authorization")})
+                    owner.bodies.append(
+                        {"body": body, "auth": self.headers.get("Authorization"), "host": self.headers.get("Host")}
+                    )
                     owner.arrivals.append(time.monotonic())
                     action = owner._next_action()
                     turn = owner._queue(body)  # in arrival order: the same lock as the arrival's record
@@ -82,7 +85,7 @@ class FaultyServer:
                 finally:
                     owner._give_slot()
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", port), Handler)  # port: the same again, to restart a "killed" server
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

@@ -325,7 +325,8 @@ def test_a_permanent_outage_ends_the_cli_with_one_line_and_the_resume_command(se
         ],
     )
     assert result.exit_code == 1, result.output
-    error, resume = result.stderr.strip().splitlines()
+    down, error, resume = result.stderr.strip().splitlines()
+    assert down.startswith(f"bon: server {server.url} (m) is down: answered 503")  # said once, when it went down
     assert error.startswith("bon: error: ") and "gave up after 2 s" in error and "answered 503" in error
     assert resume.startswith("bon: continue with: bon select ") and resume.endswith(" --resume")
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [0]
