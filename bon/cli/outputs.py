@@ -49,6 +49,14 @@ else:
     PairMode = Enum("PairMode", {mode: mode for mode in PAIR_MODES}, type=str)
 
 
+# Options `score` and `curve` share, declared once.
+ReferenceField = Annotated[str, typer.Option(help="Field holding the reference answer.")]
+Check = Annotated[
+    AnswerCheck,
+    typer.Option(help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify."),
+]
+
+
 def open_run(file: str):
     """A bon output file (or stdin for -) to read; exit 2 with one line if it cannot be opened."""
     try:
@@ -145,13 +153,8 @@ def score(
     file: Annotated[
         str, typer.Argument(help="A bon output file (with candidates and best), or -.", show_default=False)
     ],
-    reference_field: Annotated[str, typer.Option(help="Field holding the reference answer.")] = "answer",
-    check: Annotated[
-        AnswerCheck,
-        typer.Option(
-            help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify."
-        ),
-    ] = "exact",
+    reference_field: ReferenceField = "answer",
+    check: Check = "exact",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Best-of-N accuracy against references, beside the oracle, first pick and majority vote.
@@ -199,13 +202,8 @@ def curve(
             help="A pool run (bon select --strategy pool) with reference answers, or -.", show_default=False
         ),
     ],
-    reference_field: Annotated[str, typer.Option(help="Field holding the reference answer.")] = "answer",
-    check: Annotated[
-        AnswerCheck,
-        typer.Option(
-            help="exact: final answers (last \\boxed{} or whole text) equal; math: equivalent by math-verify."
-        ),
-    ] = "exact",
+    reference_field: ReferenceField = "answer",
+    check: Check = "exact",
     budget: Annotated[
         list[int] | None,
         typer.Option(
