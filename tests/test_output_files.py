@@ -282,3 +282,25 @@ def test_status_tells_a_reused_pid_from_the_run(tmp_path):
     (tmp_path / "out.jsonl.manifest.json").write_text(json.dumps(reused | {"command": ["run", "q.jsonl"]}))
     shown = scripted_bon("status", out)
     assert "interrupted (process" in shown.stdout and "continue with: bon run q.jsonl --resume" in shown.stdout
+
+
+def test_records_on_stdout_end_in_one_line_on_a_full_disk_and_quietly_when_the_reader_goes(tmp_path):
+    """`bon select … > out.jsonl` on a full disk (/dev/full) is one line, exit 1, no traceback;
+    `bon select … | head -1` stops the run once the reader has gone (exit 141, like SIGPIPE)."""
+    # Far more than a pipe's buffer holds (64 KiB): the run cannot end before the reader goes.
+    src = write_jsonl(tmp_path / "q.jsonl", [dict(r, id=f"{r['id']}-{k}") for k in range(10) for r in LONG])
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            SCRIPTED_BON + SELECT + [str(src), "-q"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "bon: error: no space left on device writing stdout"
+
+    process = start(*SELECT, src)
+    first = process.stdout.readline()
+    process.stdout.close()  # the reader goes away after one record
+    process.wait(timeout=120)
+    stderr = process.stderr.read()
+    assert json.loads(first)["id"] == "q00-0"
+    assert process.returncode == 128 + signal.SIGPIPE, stderr
+    assert "Traceback" not in stderr and "stdout was closed by its reader; stopped" in stderr

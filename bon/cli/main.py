@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -61,6 +62,7 @@ from bon.cli.outputs import COMMANDS
 from bon.cli.serve import GROUPS as SERVE_GROUPS
 from bon.cli.serve import serve as serve_command
 from bon.errors import OutputError, UsageError, redact
+from bon.io.records import RecordWriter
 
 app = typer.Typer(
     help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
@@ -369,7 +371,6 @@ def _execute(ctx: typer.Context, params: dict, sample: bool, select: bool) -> No
 
 def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) -> None:
     from bon.engines import EngineError
-    from bon.io.records import RecordWriter
     from bon.runs.api import Run
     from bon.runs.checkpoint import engine_log_path, resume_command
     from bon.runs.progress import RunProgress
@@ -414,13 +415,13 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
         max_tokens=(policy.sampling.max_tokens if policy else 0, judge.sampling.max_tokens if judge else 0),
         source=_source(policy, judge),
     )
-    data = None if params["output"] else RecordWriter(_data_stdout())
+    data = None if params["output"] else StdoutRecords(_data_stdout())
 
     async def write() -> None:
         async with contextlib.aclosing(run.stream()) as outputs:
             async for out in outputs:
-                if data:
-                    data.write(out)
+                if data and not data.write(out):
+                    return  # nobody reads stdout any more (`| head`): closing the stream stops the run
 
     async def main() -> None:
         signals.stop_with(run.request_stop)
@@ -429,6 +430,8 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
     try:
         with progress:
             asyncio.run(main())
+        if data:
+            data.close()
         # A signal after this point finds every record written: the run is complete.
         if signals.received:
             run.status = "interrupted"
@@ -438,12 +441,15 @@ def _run(ctx: typer.Context, params: dict, sample: bool, select: bool, signals) 
         raise
     finally:
         if data:
-            data.close()
+            data.abandon()
         if bad_lines:
             bad_lines.close()
         run.close(bad_lines.count if bad_lines else 0)
     if not quiet:
         typer.echo(run.stats.summary(), err=True)
+    if data and data.reader_gone:
+        typer.echo("bon: stdout was closed by its reader; stopped", err=True)
+        raise typer.Exit(128 + signal.SIGPIPE)
     if signals.received:
         if run.manifest:
             typer.echo(f"bon: stopped; continue with: {resume_command(run.manifest.content)}", err=True)
@@ -460,6 +466,41 @@ async def _closed_after(work, *roles):
         for role in roles:
             if role is not None:
                 await role.aclose()
+
+
+class StdoutRecords:
+    """Records written to stdout. A reader that goes away (`bon run … | head`) stops the run
+    quietly; any other failed write (a full disk behind `> out.jsonl`) is one line, exit 1,
+    as for -o."""
+
+    def __init__(self, stream: TextIO):
+        self._writer = RecordWriter(stream)
+        self.reader_gone = False
+
+    def write(self, record: dict) -> bool:
+        """Whether anybody still reads: False once the pipe has closed."""
+        try:
+            self._writer.write(record)
+        except BrokenPipeError:
+            self.reader_gone = True
+        except OSError as exc:
+            raise OutputError(exc, "stdout") from None
+        return not self.reader_gone
+
+    def close(self) -> None:
+        if self.reader_gone:
+            return
+        try:
+            self._writer.close()
+        except BrokenPipeError:
+            self.reader_gone = True
+        except OSError as exc:
+            raise OutputError(exc, "stdout") from None
+
+    def abandon(self) -> None:
+        """Close after a failure that is already being reported: a second one would hide it."""
+        with contextlib.suppress(OSError):
+            self._writer.close()
 
 
 def _data_stdout():
