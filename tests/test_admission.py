@@ -180,9 +180,9 @@ def test_the_eta_is_from_work_from_the_first_tokens_and_within_a_quarter_at_half
     """100 records of 12 judge samples each (votes × matches, as `bon plan` counts them),
     samples of 300 to 700 tokens, streamed at a steady 1,000 tokens/s; records written in
     order as their samples finish. The clock is the test's: no wall-clock speed involved."""
-    from bon.runs.progress import RunProgress
+    from bon.runs.progress import RunProgress, Work
 
-    progress = RunProgress(enabled=False, total=100, log_every=0, work=(0, 12), max_tokens=(0, 2048))
+    progress = RunProgress(enabled=False, total=100, log_every=0, work=Work(0, 12), max_tokens=(0, 2048))
     progress.started = 0.0
     lengths = [300 + (i * 37) % 400 for i in range(1200)]
     total_tokens, rate = sum(lengths), 1000.0
@@ -201,6 +201,35 @@ def test_the_eta_is_from_work_from_the_first_tokens_and_within_a_quarter_at_half
             progress.on_record()
         if not checked and clock >= run_end / 2:
             eta = progress.counters(now=clock)["eta_s"]
+            remaining = run_end - clock
+            assert abs(eta - remaining) <= 0.25 * remaining, (eta, remaining)
+            checked = True
+    assert checked and progress.counters(now=clock)["eta_s"] == 0.0
+
+
+def test_the_eta_follows_a_judge_that_draws_extra_votes_and_never_says_zero_with_records_left():
+    """The plan expects 3 matches × 3 votes a record, but this judge's verdicts are invalid
+    half the time, so each match draws 6 samples (the vote budget): twice the plan. The ETA
+    corrects by what matches have cost, stays within a quarter at half the run, and is never
+    0 while records remain (it said "ETA 0s" at 0 of 24 records against a real small judge)."""
+    from bon.runs.progress import RunProgress, Work
+
+    progress = RunProgress(enabled=False, total=40, log_every=0, work=Work(0, 9, 3), max_tokens=(0, 96))
+    progress.started = 0.0
+    per_sample, rate = 96, 500.0
+    run_end = 40 * 3 * 6 * per_sample / rate
+    clock, checked = 0.0, False
+    for record in range(40):
+        for _match in range(3):
+            for _sample in range(6):
+                progress.on_tokens(per_sample)
+                progress.on_generation(1, per_sample, invalid=1)
+                clock += per_sample / rate
+            progress.on_match()
+            eta = progress.counters(now=clock)["eta_s"]
+            assert record == 39 or eta > 0
+        progress.on_record()
+        if not checked and clock >= run_end / 2:
             remaining = run_end - clock
             assert abs(eta - remaining) <= 0.25 * remaining, (eta, remaining)
             checked = True

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
@@ -63,6 +63,9 @@ from bon.cli.serve import GROUPS as SERVE_GROUPS
 from bon.cli.serve import serve as serve_command
 from bon.errors import OutputError, UsageError, redact
 from bon.io.records import RecordWriter
+
+if TYPE_CHECKING:  # loaded when a run starts: `bon --help` stays light
+    from bon.runs.progress import Work
 
 app = typer.Typer(
     help="Best-of-N selection with reward reasoning models: sample N candidates per query, "
@@ -309,9 +312,11 @@ def _endpoints(*roles):
     return health
 
 
-def _work_per_record(run, params: dict, policy, judge) -> tuple[float, float] | None:
-    """(policy samples, judge samples) one record is expected to take, for the ETA from work;
-    None when it cannot be told (no total, or no record to judge)."""
+def _work_per_record(run, params: dict, policy, judge) -> Work | None:
+    """The samples one record is expected to take, for the ETA from work; None when it cannot
+    be told (no total, or no record to judge)."""
+    from bon.runs.progress import Work
+
     if run.total is None:
         return None
     size = params.get("n") or 0
@@ -319,12 +324,12 @@ def _work_per_record(run, params: dict, policy, judge) -> tuple[float, float] | 
         first = next(run.records(run._quiet_bad()), None)
         size = len(first.candidates or ()) if first else 0
     try:
-        from bon.views.plan import judge_samples_per_record
+        from bon.views.plan import judge_work_per_record
 
-        judged = judge_samples_per_record(size, run.tournament) if judge is not None and size > 1 else 0
-    except Exception:  # a strategy the plan cannot play: the ETA falls back to records
+        matches, judged = judge_work_per_record(size, run.tournament) if judge is not None and size > 1 else (0, 0)
+    except Exception:  # a plug-in strategy the plan cannot play: the ETA falls back to records
         return None
-    return (size if policy is not None else 0, judged)
+    return Work(size if policy is not None else 0, judged, matches)
 
 
 def _source(*roles) -> str:

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from bon.config import DEFAULT_LOG_EVERY
@@ -88,6 +89,16 @@ def _rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
+@dataclass(frozen=True)
+class Work:
+    """What one record is expected to take, as `bon plan` counts it: policy samples, judge
+    samples and the judged matches they are spread over (the ETA's yardstick)."""
+
+    policy_samples: float
+    judge_samples: float
+    judged_matches: float = 0
+
+
 class RunProgress:
     def __init__(
         self,
@@ -97,7 +108,7 @@ class RunProgress:
         endpoints: Endpoints | None = None,
         on_tick: Callable[[dict[str, Any]], None] | None = None,
         stream: TextIO | None = None,
-        work: tuple[float, float] | None = None,
+        work: Work | None = None,
         max_tokens: tuple[int, int] = (0, 0),
         source: str = "",
     ):
@@ -196,7 +207,12 @@ class RunProgress:
             (self.judge_samples, self.judge_tokens, self.max_tokens[1]),
         ):
             per_sample.append(tokens / samples if samples else budget / 2)
-        return self.total * (self.work[0] * per_sample[0] + self.work[1] * per_sample[1])
+        judge_samples = self.work.judge_samples
+        if self.matches and self.work.judged_matches:
+            # A judge that disagrees with itself or gives invalid verdicts draws extra votes:
+            # what a match has cost so far (high while matches are in flight) corrects the plan.
+            judge_samples = max(judge_samples, self.work.judged_matches * self.judge_samples / self.matches)
+        return self.total * (self.work.policy_samples * per_sample[0] + judge_samples * per_sample[1])
 
     def _eta_s(self, now: float) -> float | None:
         """Seconds left: the work left at the rate of work so far (records' rate without a
@@ -205,10 +221,10 @@ class RunProgress:
             return None
         elapsed = max(now - self.started, 1e-9)
         expected, done = self.expected_tokens(), self._done_tokens()
-        if expected is not None and done:
-            if self.records >= self.total:
-                return 0.0
-            return round(max(expected - done, 0.0) / (done / elapsed), 1)
+        if self.records >= self.total:
+            return 0.0
+        if expected is not None and done and expected > done:
+            return round((expected - done) / (done / elapsed), 1)
         rate = self.records / elapsed
         left = max(self.total - self.records, 0)
         return None if not rate else round(left / rate, 1)

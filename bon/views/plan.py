@@ -153,11 +153,12 @@ def make_plan(
     return plan
 
 
-def judge_samples_per_record(size: int, tournament: TournamentConfig) -> int:
-    """The judge samples a record of `size` distinct candidates usually takes (the plan's
-    "usual": judged matches × votes), for a run's ETA from work."""
+def judge_work_per_record(size: int, tournament: TournamentConfig) -> tuple[int, int]:
+    """(judged matches, judge samples) a record of `size` distinct candidates usually takes
+    (the plan's "usual": judged matches × votes), for a run's ETA from work."""
     planner = Planner(size, tournament)
-    return asyncio.run(planner._count("plan", [f"candidate {i}" for i in range(size)]))[2]
+    matches, _, usual, _ = asyncio.run(planner._count("plan", [f"candidate {i}" for i in range(size)]))
+    return matches, usual
 
 
 def measured_tokens_per_sample(path: str, lines: Iterable[str]) -> float:
