@@ -38,6 +38,19 @@ def scripted():
 
 
 @pytest.fixture(scope="session")
+def vllm_server(smollm2, tmp_path_factory):
+    """One real `vllm serve` for the session (see tests/vllm_server.py)."""
+    from vllm_server import VllmServer
+
+    server = VllmServer(smollm2, tmp_path_factory.mktemp("vllm-server"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def smollm2() -> str:
     """The real SmolLM2-135M-Instruct folder; its absence is a failure, never a skip."""
     assert (SMOLLM2 / "config.json").exists(), (

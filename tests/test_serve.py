@@ -448,20 +448,9 @@ def test_serve_help_at_80_columns_prints_every_option_whole_with_its_default(mon
             assert param.show_default not in (False, None), f"{param.name} shows no default"
 
 
-@pytest.fixture(scope="module")
-def vllm_server(smollm2, tmp_path_factory):
-    from test_openai_engine import VllmServer
-
-    server = VllmServer(smollm2, tmp_path_factory.mktemp("vllm"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 def test_over_a_real_vllm_serve_as_upstream(vllm_server, tmp_path):
     """SmolLM2 behind `vllm serve` as both policy and judge: the answer is one of its real candidates."""
+    vllm_server.ensure_up()
     server = Served(
         tmp_path,
         "--policy",
