@@ -153,12 +153,14 @@ def test_a_streamed_answer_keeps_the_connection_alive_while_it_is_selected(serve
         "POST", f"{served.url}/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
     ) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            lines.append((time.monotonic(), line))
-    comments = [t for t, line in lines if line.startswith(":")]
-    data = [line for _, line in lines if line.startswith("data: ")]
-    # 3 slow steps of 0.4 s (sampling, two rounds): keep-alives every 0.2 s meanwhile
-    assert len(comments) >= 3 and max(b - a for a, b in zip(comments, comments[1:])) < 1.0
+        lines.extend(response.iter_lines())
+    kinds = ["comment" if line.startswith(":") else "data" for line in lines if line]
+    data = [line for line in lines if line.startswith("data: ")]
+    # The role chunk opens the stream; then, over 3 slow steps of 0.4 s (sampling, two rounds)
+    # with keep-alives every 0.2 s, several comment lines while the answer is selected; then
+    # the winner's content, and no comment after it.
+    assert kinds[0] == "data" and kinds[1:].index("data") >= 3
+    assert "comment" not in kinds[1 + kinds[1:].index("data") :]
     assert data[-1] == "data: [DONE]"
     assert json.loads(data[0][6:])["choices"][0]["delta"]["role"] == "assistant"
 
@@ -353,10 +355,8 @@ def test_the_drain_timeout_cancels_what_is_still_running(tmp_path):
         thread = threading.Thread(target=_post, args=(server.url, body, answers))
         thread.start()
         wait_until(lambda: httpx.get(f"{server.root}/health").json()["requests_in_flight"] == 1, "a request in flight")
-        started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=30) == 0
-        assert time.monotonic() - started < 10
+        assert server.process.wait(timeout=30) == 0  # a hang guard; the log below says it cancelled
         thread.join(timeout=30)
         assert answers[0].status_code == 503 and "cancelled" in answers[0].json()["error"]["message"]
     finally:
