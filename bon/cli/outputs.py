@@ -57,6 +57,17 @@ Check = Annotated[
 ]
 
 
+def answer_checker(check: str):
+    """How final answers compare (--check); exit 2 with one line when math-verify is missing."""
+    from bon.tournament.answers import Checker
+
+    try:
+        return Checker(choice_value(check))
+    except ImportError as exc:
+        typer.echo(f"bon: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def open_run(file: str):
     """A bon output file (or stdin for -) to read; exit 2 with one line if it cannot be opened."""
     try:
@@ -161,14 +172,10 @@ def score(
 
     bon's pick is scored beside the oracle (any candidate right), the first candidate and
     the majority vote over final answers."""
-    from bon.views.evaluate import Checker, ScoreReport
+    from bon.views.evaluate import ScoreReport
     from bon.views.show import make_console
 
-    try:
-        checker = Checker(choice_value(check))
-    except ImportError as exc:
-        typer.echo(f"bon: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    checker = answer_checker(check)
     handle = open_run(file)
     report = ScoreReport()
     with handle:
@@ -229,7 +236,6 @@ def curve(
     Knockout at 1/3/5 votes (also with early stopping and answer-aware), elo, and swiss at
     several budgets, each replayed from the pool's recorded votes (no judge call), beside
     the pool's own pick, the majority vote of final answers and the oracle (pass@N)."""
-    from bon.tournament.answers import Checker
     from bon.views.curve import PLOT_INSTALL, render_table
     from bon.views.curve import curve as make_curve
     from bon.views.curve import plot as draw
@@ -240,11 +246,7 @@ def curve(
         except ImportError:
             typer.echo(f"bon: error: --plot needs matplotlib: {PLOT_INSTALL}", err=True)
             raise typer.Exit(2) from None
-    try:
-        checker = Checker(choice_value(check))
-    except ImportError as exc:
-        typer.echo(f"bon: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    checker = answer_checker(check)
     handle = open_run(file)
     with handle:
         try:
