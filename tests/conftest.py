@@ -143,3 +143,25 @@ def pytest_collection_modifyitems(config, items):
             needs |= {mark for helper, marks in NEEDS_HELPER.items() if helper in used for mark in marks}
         for mark in sorted(needs - {m.name for m in item.iter_markers()}):
             item.add_marker(mark)
+
+
+def start_bon(*args, env=None, **popen):
+    """A real `bon` process on the scripted backend (tests/scripted_bon.py), its streams piped."""
+    return subprocess.Popen(
+        SCRIPTED_BON + [str(a) for a in args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, **(env or {})),
+        **popen,
+    )
+
+
+def wait_for_lines(path: Path, count: int, process):
+    """Wait until `path` holds `count` whole lines while `process` still runs."""
+
+    def reached():
+        assert process.poll() is None, process.stderr.read()
+        return path.exists() and path.read_bytes().count(b"\n") >= count
+
+    wait_until(reached, f"{path.name} to reach {count} lines")

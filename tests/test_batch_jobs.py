@@ -5,29 +5,19 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTED_BON, read_jsonl, scripted_bon, wait_until, write_jsonl
+from conftest import read_jsonl, scripted_bon, wait_for_lines, wait_until, write_jsonl
+from conftest import start_bon as start
 
 QUERIES = [{"id": f"q{i:02d}", "query": f"question number {i}"} for i in range(24)]
 RUN = ["run", "--policy", "p", "--judge", "j", "--backend", "scripted", "-n", "4", "--votes", "3", "--concurrency", "3"]
 
 
 bon = scripted_bon
-
-
-def start(*args, env=None):
-    return subprocess.Popen(
-        SCRIPTED_BON + [str(a) for a in args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, **(env or {})),
-    )
 
 
 def wait_for_text(path: Path, text: str, process):
@@ -38,14 +28,6 @@ def wait_for_text(path: Path, text: str, process):
         return path.exists() and text in path.read_text()
 
     wait_until(written, f"{path.name} to hold {text!r}")
-
-
-def wait_for_lines(path: Path, count: int, process):
-    def reached():
-        assert process.poll() is None, process.stderr.read()
-        return path.exists() and path.read_text().count("\n") >= count
-
-    wait_until(reached, f"{path.name} to reach {count} lines")
 
 
 @pytest.fixture

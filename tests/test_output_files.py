@@ -16,7 +16,8 @@ import pytest
 import bon
 from bon.runs.checkpoint import CheckpointError, process_started
 from bon.views.status import job_state
-from conftest import SCRIPTED_BON, scripted_bon, wait_until, write_jsonl
+from conftest import SCRIPTED_BON, scripted_bon, wait_for_lines, write_jsonl
+from conftest import start_bon as start
 
 QUERIES = [{"id": f"q{i:02d}", "query": f"question number {i}"} for i in range(24)]
 RUN = ["run", "--policy", "p", "--judge", "j", "-n", "4", "--votes", "3", "--concurrency", "3"]
@@ -30,25 +31,6 @@ LONG = [
     for i in range(24)
 ]
 SELECT = ["select", "--judge", "j", "--votes", "3", "--concurrency", "2"]
-
-
-def start(*args, env=None, **kwargs):
-    return subprocess.Popen(
-        SCRIPTED_BON + [str(a) for a in args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, **(env or {})),
-        **kwargs,
-    )
-
-
-def wait_for_lines(path: Path, count: int, process):
-    def reached():
-        assert process.poll() is None, process.stderr.read()
-        return path.exists() and path.read_bytes().count(b"\n") >= count
-
-    wait_until(reached, f"{path.name} to reach {count} lines")
 
 
 def whole_records(path: Path) -> int:
